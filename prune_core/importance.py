@@ -1,0 +1,62 @@
+"""Filter importance criteria and the global ranking that picks which filters to remove."""
+
+from __future__ import annotations
+
+import torch
+
+CRITERIA = ("taylor", "l1", "random")
+
+
+def check_criterion(criterion: str) -> str:
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion={criterion!r} is not supported; use one of {', '.join(CRITERIA)}.")
+    return criterion
+
+
+def taylor_batch_scores(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """First-order Taylor score of each channel for one mini-batch (Molchanov et al. 2017).
+
+    For an activation ``a`` and gradient ``g = dL/da`` of shape ``(N, C, *spatial)``:
+    ``score[c] = mean_n | mean_spatial(a[n, c] * g[n, c]) |``.
+    """
+    product = (activation * gradient).flatten(2)
+    per_example = product.mean(dim=2) if product.shape[2] else product.squeeze(2)
+    return per_example.abs().mean(dim=0)
+
+
+def l1_filter_norms(weight: torch.Tensor) -> torch.Tensor:
+    """L1 norm of each filter (output channel) of a conv weight."""
+    return weight.detach().abs().flatten(1).sum(dim=1)
+
+
+def to_units(channel_scores: torch.Tensor, n_units: int) -> torch.Tensor:
+    """Sum channel scores over the channels of each pruning unit."""
+    return channel_scores.reshape(n_units, -1).sum(dim=1)
+
+
+def normalized(scores: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    """L2-normalise one layer's unit scores over its remaining units (pruned units score 0)."""
+    scores = scores * alive
+    norm = scores.norm()
+    return scores / norm if norm > 0 else scores
+
+
+def select_lowest(group_scores: list[torch.Tensor], alive: list[torch.Tensor], max_to_prune: int) -> list[list[int]]:
+    """Pick up to ``max_to_prune`` alive units with the lowest scores across all groups.
+
+    Never removes the last alive unit of a group. Returns, per group, the unit indices to remove.
+    """
+    entries = []
+    for g, (scores, keep) in enumerate(zip(group_scores, alive, strict=True)):
+        for u in torch.nonzero(keep).flatten().tolist():
+            entries.append((float(scores[u]), g, u))
+    entries.sort()
+    remaining = [int(keep.sum()) for keep in alive]
+    chosen: list[list[int]] = [[] for _ in alive]
+    for _, g, u in entries:
+        if sum(len(c) for c in chosen) >= max_to_prune:
+            break
+        if remaining[g] > 1:
+            chosen[g].append(u)
+            remaining[g] -= 1
+    return chosen

@@ -1,0 +1,307 @@
+"""TaylorPrunableNetwork: simulate filter pruning with masks, score filters, extract the result."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from prune_core import importance, surgery
+from prune_core.graph import ChannelGraph, trace_channels
+from prune_core.spaces import Layout, element_mask
+
+_IN_MASK = "_prune_in_mask"
+_HOOK_ATTRS = ("_prune_in_active", "_prune_capture", "_prune_act", "_prune_version")
+_CAPTURE_ALIAS, _CAPTURE_COPY = 1, 2
+
+
+def _mask_input(module: nn.Module, args: tuple) -> tuple | None:
+    """Forward pre-hook: zero the pruned input channels of a conv or Linear."""
+    if not module._prune_in_active:
+        return None
+    x = args[0]
+    mask = getattr(module, _IN_MASK).view(1, -1, *([1] * (x.dim() - 2)))
+    return (x * mask, *args[1:])
+
+
+def _capture_point(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+    """Forward hook at a pruning point: keep the activation while capturing.
+
+    In-place modules after the point (``ReLU(inplace=True)``) are switched off while capturing;
+    where another in-place operation (``out += identity``) would overwrite the activation, the
+    model continues with a copy.
+    """
+    if not module._prune_capture:
+        return None
+    module._prune_act, module._prune_version = output, output._version
+    return output.clone() if module._prune_capture == _CAPTURE_COPY else None
+
+
+def _as_tuple(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+
+
+class TaylorPrunableNetwork(nn.Module):
+    """A network whose conv filters are pruned by first-order Taylor importance.
+
+    The wrapped model is traced once to find which conv filters can be removed exactly and
+    which must go together (residual adds, depthwise and grouped convs, concatenations, channel
+    gating). Pruning is simulated with masks; :meth:`to_module` returns the physically smaller
+    network. The wrapper is an ``nn.Module``: fine-tune it with any optimizer over
+    ``parameters()``.
+
+    Taylor score (``criterion="taylor"``). The pruning point of a conv is its output, or the
+    output of the BatchNorm that directly follows it. For the activation ``a`` and gradient
+    ``g = dL/da`` of shape ``(N, C, *spatial)`` of one mini-batch::
+
+        s_b[c] = (1/N) * sum_n | mean_spatial(a[n, c] * g[n, c]) |
+
+    ``update_score`` averages ``s_b`` over the mini-batches seen since the last
+    ``update_prunables``. Channels are summed into pruning units (one filter, or one whole
+    group of a grouped conv), each layer's unit scores are divided by their L2 norm over the
+    layer's remaining units, and a coupled group's score is the sum of its layers' normalised
+    scores. ``"l1"`` uses the L1 norm of each filter's weights instead and ``"random"`` uniform
+    noise; both go through the same normalisation and ignore ``update_score``.
+
+    Args:
+        model: any traceable ``nn.Module``; it is copied, never modified.
+        example_inputs: a tensor or tuple of tensors for tracing (shapes matter, not values).
+        layer_names: restrict pruning to these convs (and the convs coupled with them).
+        criterion: ``"taylor"``, ``"l1"`` or ``"random"``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: torch.Tensor | Sequence[torch.Tensor],
+        layer_names: Sequence[str] | None = None,
+        criterion: str = "taylor",
+    ) -> None:
+        super().__init__()
+        self.criterion = importance.check_criterion(criterion)
+        self.model = copy.deepcopy(model)
+        self.graph: ChannelGraph = trace_channels(self.model, _as_tuple(example_inputs))
+        self._groups = self._select_groups(layer_names)
+        for i, root in enumerate(self._groups):
+            self.register_buffer(f"keep_{i}", torch.ones(self.graph.spaces.units(root), dtype=torch.bool))
+        self._layers = [name for name in self.graph.convs if self._group_of(name) is not None]
+        self._install_hooks()
+        self._copy_points: set[str] = set()
+        self._find_overwritten_points(_as_tuple(example_inputs))
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_masks())
+        self._score_sum: list[torch.Tensor] | None = None
+        self._score_batches = 0
+
+    # -- structure ----------------------------------------------------------------------------
+
+    def _select_groups(self, layer_names: Sequence[str] | None) -> list[int]:
+        spaces = self.graph.spaces
+        groups = {
+            root: convs
+            for root, convs in self.graph.producers().items()
+            if spaces.fixed_reason(root) is None and spaces.units(root) > 1
+        }
+        if layer_names is None:
+            return list(groups)
+        if isinstance(layer_names, str):
+            layer_names = [layer_names]
+        valid = [name for name in self.graph.convs if any(name in c for c in groups.values())]
+        unknown = [name for name in layer_names if name not in valid]
+        if unknown:
+            raise ValueError(
+                f"layer_names contains {unknown}, which are not prunable convs of this model. "
+                f"Valid layer names: {valid}."
+            )
+        return [root for root, convs in groups.items() if set(convs) & set(layer_names)]
+
+    def _group_of(self, conv_name: str) -> int | None:
+        root = self.graph.spaces.find(self.graph.convs[conv_name].out_layout[0].space)
+        return self._groups.index(root) if root in self._groups else None
+
+    def _install_hooks(self) -> None:
+        consumers = {role.name: role.in_layout for role in self.graph.convs.values() if role.groups == 1}
+        consumers |= {role.name: role.in_layout for role in self.graph.linears.values()}
+        self._consumer_layouts: dict[str, Layout] = consumers
+        for name in consumers:
+            module = self.model.get_submodule(name)
+            module.register_buffer(_IN_MASK, torch.ones(0, dtype=torch.bool), persistent=False)
+            module._prune_in_active = False
+            module.register_forward_pre_hook(_mask_input)
+        for conv in self._layers:
+            module = self.model.get_submodule(self.graph.points[conv])
+            module._prune_capture = 0
+            module._prune_act = None
+            module.register_forward_hook(_capture_point)
+        names = {name for conv in self._layers for name in self.graph.inplace_modules.get(conv, [])}
+        self._inplace_modules = [self.model.get_submodule(name) for name in sorted(names)]
+        self._refresh_masks()
+
+    def _unit_masks(self) -> dict[int, torch.Tensor]:
+        return {root: getattr(self, f"keep_{i}") for i, root in enumerate(self._groups)}
+
+    def _refresh_masks(self) -> None:
+        """Recompute the per-module channel masks from the per-group unit masks."""
+        units = self._unit_masks()
+        for name, layout in self._consumer_layouts.items():
+            module = self.model.get_submodule(name)
+            mask = element_mask(layout, self.graph.spaces, units)
+            setattr(module, _IN_MASK, mask.to(getattr(module, _IN_MASK).device))
+            module._prune_in_active = not bool(mask.all())
+
+    # -- public properties --------------------------------------------------------------------
+
+    @property
+    def prunable_layer_names(self) -> list[str]:
+        """Names of the convs whose filters can be pruned, in graph order."""
+        return list(self._layers)
+
+    @property
+    def num_prunables(self) -> int:
+        """Filters (pruning units) that can still be removed: every group keeps at least one."""
+        return sum(int(keep.sum()) - 1 for keep in self._unit_masks().values())
+
+    @property
+    def learnables(self) -> int:
+        """Learnable parameters of the network :meth:`to_module` would return now."""
+        return surgery.count_learnables(self.model, self.graph, self._unit_masks())
+
+    # -- forward ------------------------------------------------------------------------------
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    def forward_with_activations(self, *args, **kwargs) -> tuple[object, list[torch.Tensor]]:
+        """Forward pass that also returns one activation per pruning point (layer order)."""
+        out, acts, overwritten = self._capture(*args, **kwargs)
+        if overwritten:
+            raise RuntimeError(
+                f"the activations of {sorted(overwritten)} were overwritten in place during this forward "
+                "pass; they are copied from now on, run the mini-batch again."
+            )
+        return out, acts
+
+    def _capture(self, *args, **kwargs) -> tuple[object, list[torch.Tensor], set[str]]:
+        """Forward with capture; points found overwritten in place are copied from then on."""
+        points = [self.model.get_submodule(self.graph.points[conv]) for conv in self._layers]
+        for conv, module in zip(self._layers, points, strict=True):
+            module._prune_capture = _CAPTURE_COPY if conv in self._copy_points else _CAPTURE_ALIAS
+        inplace = [m for m in self._inplace_modules if m.inplace]
+        for module in inplace:
+            module.inplace = False
+        try:
+            out = self.model(*args, **kwargs)
+            acts = [module._prune_act for module in points]
+            overwritten = {
+                conv
+                for conv, module, act in zip(self._layers, points, acts, strict=True)
+                if act is not None and act._version != module._prune_version
+            }
+        finally:
+            for module in points:
+                module._prune_capture = 0
+                module._prune_act = None
+            for module in inplace:
+                module.inplace = True
+        if any(act is None for act in acts):
+            raise RuntimeError("some pruning points were not reached by this forward pass")
+        self._copy_points |= overwritten
+        return out, acts, overwritten
+
+    def _find_overwritten_points(self, example_inputs: tuple[torch.Tensor, ...]) -> None:
+        """One capture pass on the example inputs to find activations modified in place."""
+        modes = {m: m.training for m in self.modules()}
+        self.eval()
+        try:
+            with torch.no_grad():
+                self._capture(*example_inputs)
+        finally:
+            for module, training in modes.items():
+                module.training = training
+
+    # -- scoring and pruning ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def update_score(self, activations: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor | None]) -> None:
+        """Accumulate Taylor scores from one mini-batch (a no-op for ``l1`` and ``random``)."""
+        if len(activations) != len(self._layers) or len(gradients) != len(self._layers):
+            raise ValueError(
+                f"update_score expects {len(self._layers)} activations and gradients (one per pruning "
+                f"point), got {len(activations)} and {len(gradients)}."
+            )
+        if self.criterion != "taylor":
+            return
+        scores = [
+            torch.zeros(a.shape[1], device=a.device) if g is None else importance.taylor_batch_scores(a, g)
+            for a, g in zip(activations, gradients, strict=True)
+        ]
+        if self._score_sum is None:
+            self._score_sum = scores
+        else:
+            for total, s in zip(self._score_sum, scores, strict=True):
+                total.add_(s.to(total.device))
+        self._score_batches += 1
+
+    def layer_scores(self) -> dict[str, torch.Tensor]:
+        """Raw importance of every filter of every prunable conv under the current criterion.
+
+        For ``"taylor"`` this is the mini-batch average of ``s_b`` (see the class docstring).
+        """
+        if self.criterion == "taylor" and not self._score_batches:
+            raise RuntimeError(
+                "no Taylor scores accumulated: call update_score(activations, gradients) on at least "
+                "one mini-batch before update_prunables (or use criterion='l1' or 'random')."
+            )
+        scores = {}
+        for i, conv in enumerate(self._layers):
+            weight = self.model.get_submodule(conv).weight
+            if self.criterion == "taylor":
+                scores[conv] = self._score_sum[i].cpu() / self._score_batches
+            elif self.criterion == "l1":
+                scores[conv] = importance.l1_filter_norms(weight).cpu()
+            else:
+                scores[conv] = torch.rand(weight.shape[0])
+        return scores
+
+    def group_scores(self) -> list[torch.Tensor]:
+        """Score of every unit of every prunable group: the sum of its layers' normalised scores."""
+        units = self._unit_masks()
+        totals = [torch.zeros(keep.numel()) for keep in units.values()]
+        for conv, channel in self.layer_scores().items():
+            g = self._group_of(conv)
+            alive = getattr(self, f"keep_{g}").cpu()
+            totals[g] += importance.normalized(importance.to_units(channel.float(), alive.numel()), alive)
+        return totals
+
+    def update_prunables(self, max_to_prune: int = 8) -> int:
+        """Mask up to ``max_to_prune`` lowest-scoring filters across all layers; reset scores.
+
+        Returns the number of filters removed.
+        """
+        if not isinstance(max_to_prune, int) or max_to_prune < 1:
+            raise ValueError(f"max_to_prune must be a positive integer, got {max_to_prune!r}.")
+        alive = [keep.cpu() for keep in self._unit_masks().values()]
+        chosen = importance.select_lowest(self.group_scores(), alive, max_to_prune)
+        for g, units in enumerate(chosen):
+            if units:
+                keep = getattr(self, f"keep_{g}")
+                keep[torch.tensor(units, device=keep.device)] = False
+        self._refresh_masks()
+        self._score_sum, self._score_batches = None, 0
+        return sum(len(units) for units in chosen)
+
+    # -- extraction ---------------------------------------------------------------------------
+
+    def to_module(self) -> nn.Module:
+        """A plain ``nn.Module`` with the pruned filters physically removed (no hooks or masks)."""
+        clone = copy.deepcopy(self.model)
+        for module in clone.modules():
+            for hooks in (module._forward_pre_hooks, module._forward_hooks):
+                for key in [k for k, fn in hooks.items() if fn in (_mask_input, _capture_point)]:
+                    del hooks[key]
+            module._buffers.pop(_IN_MASK, None)
+            for attr in _HOOK_ATTRS:
+                module.__dict__.pop(attr, None)
+        surgery.extract(clone, self.graph, self._unit_masks())
+        return clone

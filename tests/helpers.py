@@ -1,0 +1,37 @@
+"""Shared checks for the engine tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from prune_core import TaylorPrunableNetwork
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def prune_fraction(pnet: TaylorPrunableNetwork, fraction: float, step: int | None = None) -> int:
+    """Call update_prunables until at least ``fraction`` of the initial prunable filters are gone."""
+    start = pnet.num_prunables
+    step = step or max(1, start // 8)
+    removed = 0
+    while removed < fraction * start:
+        got = pnet.update_prunables(max_to_prune=step)
+        assert got > 0, "update_prunables removed nothing while filters were left"
+        removed += got
+    return removed
+
+
+def assert_exact(pnet: TaylorPrunableNetwork, *inputs: torch.Tensor, rtol: float = 1e-5) -> nn.Module:
+    """The masked network and the extracted one agree in eval mode; learnables match."""
+    pnet.eval()
+    small = pnet.to_module().eval()
+    with torch.no_grad():
+        expected, actual = pnet(*inputs), small(*inputs)
+    assert actual.shape == expected.shape
+    scale = expected.abs().max().clamp_min(1e-12)
+    assert ((actual - expected).abs().max() / scale).item() < rtol
+    assert pnet.learnables == n_params(small)
+    return small
