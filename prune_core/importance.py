@@ -41,22 +41,22 @@ def normalized(scores: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
     return scores / norm if norm > 0 else scores
 
 
-def select_lowest(group_scores: list[torch.Tensor], alive: list[torch.Tensor], max_to_prune: int) -> list[list[int]]:
-    """Pick up to ``max_to_prune`` alive units with the lowest scores across all groups.
+def rank_units(group_scores: list[torch.Tensor], alive: list[torch.Tensor], limit: int) -> list[tuple[int, int]]:
+    """Up to ``limit`` alive ``(group, unit)`` pairs, lowest score first, across all groups.
 
-    Never removes the last alive unit of a group. Returns, per group, the unit indices to remove.
+    Never includes the last alive unit of a group, so taking any prefix keeps every group alive.
     """
-    entries = []
-    for g, (scores, keep) in enumerate(zip(group_scores, alive, strict=True)):
-        for u in torch.nonzero(keep).flatten().tolist():
-            entries.append((float(scores[u]), g, u))
-    entries.sort()
+    entries = sorted(
+        (float(scores[u]), g, u)
+        for g, (scores, keep) in enumerate(zip(group_scores, alive, strict=True))
+        for u in torch.nonzero(keep).flatten().tolist()
+    )
     remaining = [int(keep.sum()) for keep in alive]
-    chosen: list[list[int]] = [[] for _ in alive]
+    chosen: list[tuple[int, int]] = []
     for _, g, u in entries:
-        if sum(len(c) for c in chosen) >= max_to_prune:
+        if len(chosen) >= limit:
             break
         if remaining[g] > 1:
-            chosen[g].append(u)
+            chosen.append((g, u))
             remaining[g] -= 1
     return chosen

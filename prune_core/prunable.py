@@ -162,6 +162,13 @@ class TaylorPrunableNetwork(nn.Module):
         """Filters (pruning units) that can still be removed: every group keeps at least one."""
         return sum(int(keep.sum()) - 1 for keep in self._unit_masks().values())
 
+    def filter_masks(self) -> dict[str, torch.Tensor]:
+        """Keep-mask over the filters of every prunable conv (True = kept)."""
+        units = self._unit_masks()
+        return {
+            conv: element_mask(self.graph.convs[conv].out_layout, self.graph.spaces, units) for conv in self._layers
+        }
+
     @property
     def learnables(self) -> int:
         """Learnable parameters of the network :meth:`to_module` would return now."""
@@ -281,15 +288,49 @@ class TaylorPrunableNetwork(nn.Module):
         """
         if not isinstance(max_to_prune, int) or max_to_prune < 1:
             raise ValueError(f"max_to_prune must be a positive integer, got {max_to_prune!r}.")
+        ranked = self._ranked_units(limit=max_to_prune)
+        self._remove(ranked)
+        return len(ranked)
+
+    def prune_to_learnables(self, max_learnables: int) -> int:
+        """Remove the lowest-ranked filters (one ranking) until ``learnables <= max_learnables``.
+
+        Stops early when nothing prunable is left. Resets the scores; returns the filters removed.
+        """
+        ranked = self._ranked_units(limit=self.num_prunables)
+        masks = self._unit_masks()
+
+        def learnables_after(k: int) -> int:
+            trial = {root: keep.cpu().clone() for root, keep in masks.items()}
+            roots = list(trial)
+            for g, u in ranked[:k]:
+                trial[roots[g]][u] = False
+            return surgery.count_learnables(self.model, self.graph, trial)
+
+        lo, hi = 0, len(ranked)  # smallest prefix that reaches the target (learnables fall with k)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if learnables_after(mid) <= max_learnables:
+                hi = mid
+            else:
+                lo = mid + 1
+        self._remove(ranked[:lo])
+        return lo
+
+    def minimum_learnables(self) -> int:
+        """Learnables left at maximum compression (every prunable group down to one unit)."""
+        single = {root: torch.arange(keep.numel()) == 0 for root, keep in self._unit_masks().items()}
+        return surgery.count_learnables(self.model, self.graph, single)
+
+    def _ranked_units(self, limit: int) -> list[tuple[int, int]]:
         alive = [keep.cpu() for keep in self._unit_masks().values()]
-        chosen = importance.select_lowest(self.group_scores(), alive, max_to_prune)
-        for g, units in enumerate(chosen):
-            if units:
-                keep = getattr(self, f"keep_{g}")
-                keep[torch.tensor(units, device=keep.device)] = False
+        return importance.rank_units(self.group_scores(), alive, limit)
+
+    def _remove(self, units: list[tuple[int, int]]) -> None:
+        for g, u in units:
+            getattr(self, f"keep_{g}")[u] = False
         self._refresh_masks()
         self._score_sum, self._score_batches = None, 0
-        return sum(len(units) for units in chosen)
 
     # -- extraction ---------------------------------------------------------------------------
 

@@ -5,10 +5,10 @@ from prune_core.examples import digits
 
 
 def test_digits_example_prunes_and_reports(capsys):
-    digits.main(["--pruning-iterations", "2", "--max-to-prune", "4"])
+    digits.main(["--goal", "0.3", "--increment", "0.15", "--baseline-epochs", "2"])
     out = capsys.readouterr().out
-    assert "iteration  2: removed 4 filters" in out
-    assert "pruned network:" in out
+    assert "Pruning iteration 2:" in out
+    assert "fewer learnable parameters." in out and "Stop reason: Learnables reduction goal reached." in out
 
 
 def test_scoring_overhead_benchmark_smoke():

@@ -1,0 +1,416 @@
+"""compress_network: the iterative prune / fine-tune loop (MATLAB's compressNetworkUsingTaylorPruning)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from prune_core import importance
+from prune_core.options import HIGHER_IS_BETTER, TrainingOptions
+from prune_core.prunable import TaylorPrunableNetwork
+from prune_core.train import as_loader, batch_metrics, check_data, evaluate, make_optimizer, resolve_loss
+
+VERBOSITY = ("summary", "pruning", "training", "off")
+PLOTS = ("none", "pruning-progress")
+GOAL_REACHED = "Learnables reduction goal reached."
+MAX_COMPRESSION = "Maximum compression reached."
+THRESHOLD_EXCEEDED = "Validation threshold exceeded."
+DIVERGED = "Training diverged."
+
+
+@dataclass
+class PruningInfo:
+    """Histories and outcome of a :func:`compress_network` run (MATLAB's ``info``)."""
+
+    pruning_history: pd.DataFrame
+    training_history: pd.DataFrame
+    validation_history: pd.DataFrame
+    pruned_layers: list[str]
+    stop_reason: str
+    original_learnables: int
+    learnables: int
+    figure: Any = None
+
+    @property
+    def reduction(self) -> float:
+        """Achieved share of the original learnables removed."""
+        return 1.0 - self.learnables / self.original_learnables
+
+
+@dataclass
+class _State:
+    """Everything a checkpoint needs to continue a run."""
+
+    iteration: int = 0
+    global_step: int = 0
+    pruning_rows: list[dict] = field(default_factory=list)
+    training_rows: list[dict] = field(default_factory=list)
+    validation_rows: list[dict] = field(default_factory=list)
+    good_state: dict | None = None
+    stop_reason: str | None = None
+
+
+def compress_network(
+    model: nn.Module,
+    train_data: Any,
+    loss_fn: str | Callable = "crossentropy",
+    options: TrainingOptions | None = None,
+    *,
+    learnables_reduction_goal: float | None = None,
+    learnables_reduction_increment: float = 0.05,
+    num_importance_score_iterations: int | str = "auto",
+    layer_names: Sequence[str] | None = None,
+    criterion: str = "taylor",
+    validation_threshold: float | None = None,
+    pruning_checkpoint_path: str | Path | None = None,
+    pruning_checkpoint_frequency: int = 1,
+    verbosity_level: str = "summary",
+    plots: str = "none",
+    callbacks: Sequence[Callable[[dict], None]] = (),
+    resume_from: str | Path | None = None,
+) -> tuple[nn.Module, PruningInfo]:
+    """Prune ``model``'s conv filters iteratively by Taylor importance, fine-tuning in between.
+
+    Each pruning iteration removes the lowest-ranked filters until at least
+    ``learnables_reduction_increment`` x the original learnables are gone (or the goal is
+    reached), fine-tunes for ``options.max_epochs`` and validates. Importance scores are
+    accumulated on the last ``num_importance_score_iterations`` fine-tuning mini-batches of the
+    previous iteration (on a scoring pass before the first one). Returns the physically smaller
+    network and a :class:`PruningInfo`. ``callbacks`` are called after every pruning iteration
+    with that iteration's pruning-history row. ``resume_from`` continues from a checkpoint file
+    written to ``pruning_checkpoint_path``.
+    """
+    options = options or TrainingOptions()
+    loss = resolve_loss(loss_fn)
+    _check_arguments(
+        train_data,
+        options,
+        learnables_reduction_goal,
+        learnables_reduction_increment,
+        num_importance_score_iterations,
+        validation_threshold,
+        pruning_checkpoint_path,
+        pruning_checkpoint_frequency,
+        verbosity_level,
+        plots,
+        criterion,
+        resume_from,
+    )
+    device = options.resolved_device()
+    if options.seed is not None:
+        torch.manual_seed(options.seed)
+    train_loader = as_loader(train_data, options, train=True)
+    val_loader = None if options.validation_data is None else as_loader(options.validation_data, options, train=False)
+    example = next(iter(train_loader))[0][:1]
+    pnet = TaylorPrunableNetwork(model, example, layer_names=layer_names, criterion=criterion).to(device)
+    original = pnet.learnables
+    max_reduction = 1.0 - pnet.minimum_learnables() / original
+    goal = min(learnables_reduction_goal or max_reduction, max_reduction)
+    score_batches = (
+        min(100, len(train_loader))
+        if num_importance_score_iterations == "auto"
+        else min(num_importance_score_iterations, len(train_loader))
+    )
+    log = _Printer(verbosity_level, options.verbose_frequency)
+    state = _State()
+    if resume_from is not None:
+        state = _load_checkpoint(Path(resume_from), pnet, train_loader)
+        log.line(f"Resumed from {resume_from} at pruning iteration {state.iteration}.")
+    else:
+        state.pruning_rows.append(
+            _pruning_row(0, pnet, original, {}, _validate(pnet, val_loader, loss, options, device))
+        )
+        state.good_state = _copy_state(pnet)
+        log.line(f"Original network: {original} learnables, {pnet.num_prunables} prunable filters.")
+
+    objective = options.objective_metric_name
+    while state.stop_reason is None:
+        reduction = 1.0 - pnet.learnables / original
+        if reduction >= goal - 1e-12 and learnables_reduction_goal is not None and goal < max_reduction:
+            state.stop_reason = GOAL_REACHED
+            break
+        if pnet.num_prunables == 0 or reduction >= max_reduction - 1e-12:
+            state.stop_reason = MAX_COMPRESSION
+            break
+        start = time.perf_counter()
+        state.iteration += 1
+        if criterion == "taylor" and not pnet._score_batches:
+            _score_pass(pnet, train_loader, loss, score_batches, device)
+        widths = _widths(pnet)
+        target = max(pnet.learnables - learnables_reduction_increment * original, original * (1.0 - goal))
+        pnet.prune_to_learnables(math.floor(target))
+        removed = {name: widths[name] - w for name, w in _widths(pnet).items() if widths[name] != w}
+        diverged = _fine_tune(pnet, train_loader, val_loader, loss, options, device, state, score_batches, log)
+        if diverged:
+            pnet.load_state_dict(state.good_state)
+            state.stop_reason = DIVERGED
+            break
+        val = _validate(pnet, val_loader, loss, options, device)
+        row = _pruning_row(state.iteration, pnet, original, removed, val, time.perf_counter() - start)
+        state.pruning_rows.append(row)
+        log.line(
+            f"Pruning iteration {state.iteration}: {row['learnables']} learnables "
+            f"({100 * row['reduction']:.1f}% fewer)" + "".join(f", val {k} {v:.4g}" for k, v in val.items()),
+            level="pruning",
+        )
+        if validation_threshold is not None and _exceeds(val[objective], validation_threshold, objective):
+            pnet.load_state_dict(state.good_state)
+            state.stop_reason = THRESHOLD_EXCEEDED
+        else:
+            state.good_state = _copy_state(pnet)
+        for callback in callbacks:
+            callback(dict(row))
+        if pruning_checkpoint_path and state.iteration % pruning_checkpoint_frequency == 0:
+            _save_checkpoint(Path(pruning_checkpoint_path), pnet, state, train_loader)
+
+    pruned = pnet.to_module()
+    info = _info(pnet, pruned, model, state, original)
+    if plots == "pruning-progress":
+        from prune_core.plots import pruning_progress_figure
+
+        info.figure = pruning_progress_figure(info)
+        if pruning_checkpoint_path:
+            info.figure.savefig(Path(pruning_checkpoint_path) / "pruning_progress.png", dpi=120)
+    log.summary(info)
+    return pruned, info
+
+
+# -- argument checks -------------------------------------------------------------------------
+
+
+def _check_arguments(
+    train_data,
+    options,
+    goal,
+    increment,
+    score_iterations,
+    threshold,
+    checkpoint_path,
+    checkpoint_frequency,
+    verbosity,
+    plots,
+    criterion,
+    resume_from,
+) -> None:
+    check_data("train_data", train_data)
+    if options.validation_data is not None:
+        check_data("options.validation_data", options.validation_data)
+    for name, value in (("learnables_reduction_goal", goal), ("learnables_reduction_increment", increment)):
+        if value is None and name == "learnables_reduction_goal":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise ValueError(f"{name}={value!r} is not allowed; use a number in (0, 1].")
+    if score_iterations != "auto" and (
+        isinstance(score_iterations, bool) or not isinstance(score_iterations, int) or score_iterations < 1
+    ):
+        raise ValueError(
+            f"num_importance_score_iterations={score_iterations!r} is not allowed; use 'auto' or a positive integer."
+        )
+    if threshold is not None and options.validation_data is None:
+        raise ValueError(
+            "validation_threshold needs options.validation_data: set TrainingOptions(validation_data=...)."
+        )
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        raise ValueError(f"validation_threshold={threshold!r} is not allowed; use a number or None.")
+    if checkpoint_path is not None and not Path(checkpoint_path).is_dir():
+        raise ValueError(
+            f"pruning_checkpoint_path={str(checkpoint_path)!r} is not an existing folder; create it first."
+        )
+    if isinstance(checkpoint_frequency, bool) or not isinstance(checkpoint_frequency, int) or checkpoint_frequency < 1:
+        raise ValueError(
+            f"pruning_checkpoint_frequency={checkpoint_frequency!r} is not allowed; use a positive integer."
+        )
+    if verbosity not in VERBOSITY:
+        raise ValueError(f"verbosity_level={verbosity!r} is not supported; use one of {', '.join(VERBOSITY)}.")
+    if plots not in PLOTS:
+        raise ValueError(f"plots={plots!r} is not supported; use one of {', '.join(PLOTS)}.")
+    importance.check_criterion(criterion)
+    if resume_from is not None and not Path(resume_from).is_file():
+        raise ValueError(f"resume_from={str(resume_from)!r} is not an existing checkpoint file.")
+
+
+# -- the loop's steps ------------------------------------------------------------------------
+
+
+def _widths(pnet: TaylorPrunableNetwork) -> dict[str, int]:
+    return {name: int(role_mask.sum()) for name, role_mask in pnet.filter_masks().items()}
+
+
+def _score_pass(pnet, loader, loss, batches: int, device) -> None:
+    """Accumulate Taylor scores over ``batches`` mini-batches without updating the weights."""
+    pnet.train()
+    for i, (inputs, targets) in enumerate(loader):
+        if i >= batches:
+            break
+        out, acts = pnet.forward_with_activations(inputs.to(device))
+        grads = torch.autograd.grad(loss(out, targets.to(device)), acts)
+        pnet.update_score(acts, grads)
+
+
+def _fine_tune(pnet, loader, val_loader, loss, options, device, state: _State, score_batches: int, log) -> bool:
+    """Fine-tune for ``options.max_epochs``; score the last ``score_batches`` mini-batches.
+
+    Returns True when the loss became non-finite (training diverged).
+    """
+    optimizer = make_optimizer(pnet.parameters(), options)
+    total = options.max_epochs * len(loader)
+    step = 0
+    pnet.train()
+    for epoch in range(1, options.max_epochs + 1):
+        for inputs, targets in loader:
+            inputs, targets = inputs.to(device), targets.to(device)
+            step += 1
+            state.global_step += 1
+            score = pnet.criterion == "taylor" and step > total - score_batches
+            optimizer.zero_grad(set_to_none=True)
+            if score:
+                out, acts = pnet.forward_with_activations(inputs)
+                for act in acts:
+                    act.retain_grad()
+            else:
+                out = pnet(inputs)
+            value = loss(out, targets)
+            if not torch.isfinite(value):
+                return True
+            value.backward()
+            optimizer.step()
+            if score:
+                pnet.update_score(acts, [act.grad for act in acts])
+            row = {
+                "iteration": state.global_step,
+                "pruning_iteration": state.iteration,
+                "epoch": epoch,
+                "loss": value.item(),
+                **batch_metrics(out.detach(), targets, options.metrics),
+                "learn_rate": optimizer.param_groups[0]["lr"],
+            }
+            state.training_rows.append(row)
+            log.training(row)
+            if val_loader is not None and state.global_step % options.validation_frequency == 0:
+                val = evaluate(pnet, val_loader, loss, options.metrics, device)
+                state.validation_rows.append(
+                    {
+                        "iteration": state.global_step,
+                        "pruning_iteration": state.iteration,
+                        **{f"val_{k}": v for k, v in val.items()},
+                    }
+                )
+                pnet.train()
+    return False
+
+
+def _validate(pnet, val_loader, loss, options, device) -> dict[str, float]:
+    if val_loader is None:
+        return {}
+    return evaluate(pnet, val_loader, loss, options.metrics, device)
+
+
+def _exceeds(value: float, threshold: float, metric: str) -> bool:
+    """Whether ``value`` is worse than ``threshold`` (below it for accuracy, above it otherwise)."""
+    return value < threshold if metric in HIGHER_IS_BETTER else value > threshold
+
+
+def _pruning_row(iteration, pnet, original, removed, val, seconds: float = 0.0) -> dict:
+    return {
+        "iteration": iteration,
+        "learnables": pnet.learnables,
+        "reduction": 1.0 - pnet.learnables / original,
+        "filters_removed": dict(removed),
+        **{f"val_{k}": v for k, v in val.items()},
+        "wall_time_s": seconds,
+    }
+
+
+def _copy_state(pnet: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in pnet.state_dict().items()}
+
+
+def _info(pnet, pruned: nn.Module, model: nn.Module, state: _State, original: int) -> PruningInfo:
+    before = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    after = {name: tuple(p.shape) for name, p in pruned.named_parameters()}
+    changed = list(dict.fromkeys(name.rsplit(".", 1)[0] for name in before if before[name] != after.get(name)))
+    return PruningInfo(
+        pruning_history=pd.DataFrame(state.pruning_rows),
+        training_history=pd.DataFrame(state.training_rows),
+        validation_history=pd.DataFrame(state.validation_rows),
+        pruned_layers=changed,
+        stop_reason=state.stop_reason,
+        original_learnables=original,
+        learnables=sum(p.numel() for p in pruned.parameters()),
+    )
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+
+
+def _save_checkpoint(folder: Path, pnet, state: _State, loader) -> Path:
+    """Write the pruned network and the run state; atomically replaces ``latest.pt``."""
+    path = folder / f"pruning_iteration_{state.iteration:03d}.pt"
+    payload = {
+        "pnet": pnet.state_dict(),
+        "state": dict(vars(state)),
+        "scores": (pnet._score_sum, pnet._score_batches),
+        "torch_rng": torch.get_rng_state(),
+        "loader_rng": loader.generator.get_state() if getattr(loader, "generator", None) is not None else None,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    torch.save(payload, folder / "latest.tmp")
+    (folder / "latest.tmp").replace(folder / "latest.pt")
+    return path
+
+
+def _load_checkpoint(path: Path, pnet, loader) -> _State:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    pnet.load_state_dict(payload["pnet"])
+    state = _State(**payload["state"])
+    pnet._score_sum, pnet._score_batches = payload["scores"]
+    torch.set_rng_state(payload["torch_rng"])
+    if payload["loader_rng"] is not None and getattr(loader, "generator", None) is not None:
+        loader.generator.set_state(payload["loader_rng"])
+    return state
+
+
+# -- terminal output -------------------------------------------------------------------------
+
+
+class _Printer:
+    """Prints per verbosity level: summary < pruning < training."""
+
+    _LEVELS = {"off": 0, "summary": 1, "pruning": 2, "training": 3}
+
+    def __init__(self, verbosity: str, frequency: int) -> None:
+        self.level, self.frequency = self._LEVELS[verbosity], frequency
+
+    def line(self, text: str, level: str = "pruning") -> None:
+        if self.level >= self._LEVELS[level]:
+            print(text, flush=True)
+
+    def training(self, row: dict) -> None:
+        if self.level >= 3 and row["iteration"] % self.frequency == 0:
+            extras = "".join(
+                f", {k} {row[k]:.4g}"
+                for k in row
+                if k not in ("iteration", "pruning_iteration", "epoch", "loss", "learn_rate")
+            )
+            print(
+                f"  fine-tuning iteration {row['iteration']} (pruning {row['pruning_iteration']}, "
+                f"epoch {row['epoch']}): loss {row['loss']:.4g}{extras}",
+                flush=True,
+            )
+
+    def summary(self, info: PruningInfo) -> None:
+        if self.level >= 1:
+            names = ",".join(f'"{name}"' for name in info.pruned_layers)
+            print(f"Compressed network has {100 * info.reduction:.1f}% fewer learnable parameters.")
+            print(f"Pruning compressed {len(info.pruned_layers)} layers: {names}")
+            print(f"Stop reason: {info.stop_reason}", flush=True)

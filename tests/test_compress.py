@@ -1,0 +1,195 @@
+"""compress_network: accuracy on real digits, stop reasons, checkpoints, determinism, bad input."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from prune_core import TrainingOptions, compress_network
+from prune_core.compress import DIVERGED, GOAL_REACHED, MAX_COMPRESSION, THRESHOLD_EXCEEDED
+from prune_core.data import load_digits_tensors
+from prune_core.models import DigitsCNN
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_tensors(seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    x_train, y_train, _, _ = digits
+    torch.manual_seed(0)
+    model = DigitsCNN(width=16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(10):
+        for idx in torch.randperm(len(y_train)).split(64):
+            opt.zero_grad()
+            F.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def _accuracy(model, x, y):
+    model.eval()
+    with torch.no_grad():
+        return 100 * (model(x).argmax(1) == y).float().mean().item()
+
+
+def _options(digits, **kw):
+    _, _, x_val, y_val = digits
+    base = dict(mini_batch_size=64, initial_learn_rate=0.01, validation_data=(x_val, y_val), validation_frequency=10)
+    return TrainingOptions(**{**base, **kw})
+
+
+def test_goal_half_keeps_accuracy_and_fills_histories(digits, trained):
+    x_train, y_train, x_val, y_val = digits
+    pruned, info = compress_network(
+        trained,
+        (x_train, y_train),
+        "crossentropy",
+        _options(digits),
+        learnables_reduction_goal=0.5,
+        learnables_reduction_increment=0.1,
+        verbosity_level="off",
+    )
+    original = sum(p.numel() for p in trained.parameters())
+    assert sum(p.numel() for p in pruned.parameters()) <= 0.5 * original
+    assert info.stop_reason == GOAL_REACHED and info.reduction >= 0.5
+    assert _accuracy(pruned, x_val, y_val) >= _accuracy(trained, x_val, y_val) - 2.0
+    history = info.pruning_history
+    assert list(history["iteration"]) == list(range(len(history))) and history["learnables"].iloc[0] == original
+    assert {"learnables", "reduction", "filters_removed", "val_loss", "val_accuracy", "wall_time_s"} <= set(history)
+    assert {"iteration", "pruning_iteration", "epoch", "loss", "accuracy", "learn_rate"} <= set(info.training_history)
+    assert len(info.training_history) == (len(history) - 1) * math.ceil(len(y_train) / 64)
+    assert {"iteration", "pruning_iteration", "val_loss", "val_accuracy"} <= set(info.validation_history)
+    assert "classifier" in info.pruned_layers and "features.0" in info.pruned_layers
+
+
+def test_without_goal_prunes_to_maximum_compression(digits, trained):
+    x_train, y_train, _, _ = digits
+    pruned, info = compress_network(
+        trained,
+        (x_train[:256], y_train[:256]),
+        "crossentropy",
+        _options(digits, validation_data=None),
+        learnables_reduction_increment=0.3,
+        num_importance_score_iterations=2,
+        verbosity_level="off",
+    )
+    assert info.stop_reason == MAX_COMPRESSION
+    assert [pruned.features[i].out_channels for i in (0, 3, 7)] == [1, 1, 1]
+
+
+def test_validation_threshold_returns_last_network_within_it(digits, trained):
+    x_train, y_train, _, _ = digits
+    pruned, info = compress_network(
+        trained,
+        (x_train, y_train),
+        "crossentropy",
+        _options(digits, objective_metric_name="accuracy"),
+        learnables_reduction_increment=0.5,
+        validation_threshold=100.1,
+        verbosity_level="off",
+    )
+    assert info.stop_reason == THRESHOLD_EXCEEDED
+    assert info.learnables == sum(p.numel() for p in trained.parameters())
+
+
+def test_divergence_stops_with_the_last_good_network(digits, trained):
+    x_train, y_train, _, _ = digits
+    calls = {"n": 0}
+
+    def flaky_loss(out, target):
+        calls["n"] += 1
+        loss = F.cross_entropy(out, target)
+        return loss * float("nan") if calls["n"] > 60 else loss
+
+    pruned, info = compress_network(
+        trained,
+        (x_train, y_train),
+        flaky_loss,
+        _options(digits, validation_data=None),
+        learnables_reduction_increment=0.1,
+        num_importance_score_iterations=2,
+        verbosity_level="off",
+    )
+    assert info.stop_reason == DIVERGED
+    history = info.pruning_history
+    # the diverged iteration left no row; the result is the last completed iteration's network
+    assert len(history) >= 2 and info.learnables == history["learnables"].iloc[-1]
+    assert info.training_history["pruning_iteration"].max() == len(history)
+
+
+def test_resume_from_checkpoint_ends_like_an_uninterrupted_run(digits, trained, tmp_path):
+    x_train, y_train, _, _ = digits
+    kwargs = dict(learnables_reduction_goal=0.4, learnables_reduction_increment=0.15, verbosity_level="off")
+    data = (x_train[:512], y_train[:512])
+    full, full_info = compress_network(
+        trained, data, "crossentropy", _options(digits), **kwargs, pruning_checkpoint_path=tmp_path
+    )
+    checkpoint = tmp_path / "pruning_iteration_001.pt"
+    assert checkpoint.is_file() and (tmp_path / "latest.pt").is_file()
+    resumed, resumed_info = compress_network(
+        trained, data, "crossentropy", _options(digits), **kwargs, resume_from=checkpoint
+    )
+    assert full_info.pruning_history["learnables"].tolist() == resumed_info.pruning_history["learnables"].tolist()
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_same_seed_same_result(digits, trained):
+    x_train, y_train, _, _ = digits
+    runs = [
+        compress_network(
+            trained,
+            (x_train[:512], y_train[:512]),
+            "crossentropy",
+            _options(digits),
+            learnables_reduction_goal=0.3,
+            verbosity_level="off",
+        )
+        for _ in range(2)
+    ]
+    (a, info_a), (b, info_b) = runs
+    assert info_a.pruning_history.drop(columns="wall_time_s").equals(info_b.pruning_history.drop(columns="wall_time_s"))
+    for ta, tb in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+        assert torch.equal(ta, tb)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"learnables_reduction_goal": 1.5}, "learnables_reduction_goal=1.5"),
+        ({"learnables_reduction_goal": 0}, "learnables_reduction_goal=0"),
+        ({"learnables_reduction_increment": -0.1}, "learnables_reduction_increment=-0.1"),
+        ({"num_importance_score_iterations": 0}, "num_importance_score_iterations=0"),
+        ({"num_importance_score_iterations": "some"}, "num_importance_score_iterations='some'"),
+        ({"loss_fn": "hinge"}, "loss_fn='hinge'"),
+        ({"layer_names": ["features.99"]}, "Valid layer names"),
+        ({"pruning_checkpoint_path": "/nonexistent/folder"}, "pruning_checkpoint_path"),
+        ({"criterion": "fisher"}, "criterion='fisher'"),
+        ({"verbosity_level": "loud"}, "verbosity_level='loud'"),
+    ],
+)
+def test_bad_arguments_fail_before_training(digits, kwargs, message):
+    x_train, y_train, _, _ = digits
+    model = DigitsCNN(width=4)
+    loss = kwargs.pop("loss_fn", "crossentropy")
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        compress_network(model, (x_train, y_train), loss, _options(digits), **kwargs)
+
+
+def test_threshold_without_validation_data_is_rejected(digits):
+    x_train, y_train, _, _ = digits
+    with pytest.raises(ValueError, match="validation_threshold needs options.validation_data"):
+        compress_network(
+            DigitsCNN(width=4), (x_train, y_train), "crossentropy", TrainingOptions(), validation_threshold=0.5
+        )
+
+
+@pytest.mark.parametrize(("field", "value"), [("solver", "lbfgs"), ("mini_batch_size", -1), ("initial_learn_rate", -1)])
+def test_bad_training_options(field, value):
+    with pytest.raises(ValueError, match=f"TrainingOptions.{field}"):
+        TrainingOptions(**{field: value})
