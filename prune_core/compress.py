@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from prune_core import importance
+from prune_core.checks import fraction, one_of, positive_int
 from prune_core.options import HIGHER_IS_BETTER, TrainingOptions
 from prune_core.prunable import TaylorPrunableNetwork
 from prune_core.train import as_loader, batch_metrics, check_data, evaluate, make_optimizer, resolve_loss
@@ -142,7 +144,7 @@ def compress_network(
             break
         start = time.perf_counter()
         state.iteration += 1
-        if criterion == "taylor" and not pnet._score_batches:
+        if criterion == "taylor" and not pnet.has_scores:
             _score_pass(pnet, train_loader, loss, score_batches, device)
         widths = _widths(pnet)
         target = max(pnet.learnables - learnables_reduction_increment * original, original * (1.0 - goal))
@@ -203,17 +205,14 @@ def _check_arguments(
     check_data("train_data", train_data)
     if options.validation_data is not None:
         check_data("options.validation_data", options.validation_data)
-    for name, value in (("learnables_reduction_goal", goal), ("learnables_reduction_increment", increment)):
-        if value is None and name == "learnables_reduction_goal":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-            raise ValueError(f"{name}={value!r} is not allowed; use a number in (0, 1].")
-    if score_iterations != "auto" and (
-        isinstance(score_iterations, bool) or not isinstance(score_iterations, int) or score_iterations < 1
-    ):
-        raise ValueError(
-            f"num_importance_score_iterations={score_iterations!r} is not allowed; use 'auto' or a positive integer."
-        )
+    if goal is not None:
+        fraction("learnables_reduction_goal", goal)
+    fraction("learnables_reduction_increment", increment)
+    if score_iterations != "auto":
+        try:
+            positive_int("num_importance_score_iterations", score_iterations)
+        except ValueError as err:
+            raise ValueError(f"{err.args[0][:-1]} or 'auto'.") from None
     if threshold is not None and options.validation_data is None:
         raise ValueError(
             "validation_threshold needs options.validation_data: set TrainingOptions(validation_data=...)."
@@ -224,14 +223,9 @@ def _check_arguments(
         raise ValueError(
             f"pruning_checkpoint_path={str(checkpoint_path)!r} is not an existing folder; create it first."
         )
-    if isinstance(checkpoint_frequency, bool) or not isinstance(checkpoint_frequency, int) or checkpoint_frequency < 1:
-        raise ValueError(
-            f"pruning_checkpoint_frequency={checkpoint_frequency!r} is not allowed; use a positive integer."
-        )
-    if verbosity not in VERBOSITY:
-        raise ValueError(f"verbosity_level={verbosity!r} is not supported; use one of {', '.join(VERBOSITY)}.")
-    if plots not in PLOTS:
-        raise ValueError(f"plots={plots!r} is not supported; use one of {', '.join(PLOTS)}.")
+    positive_int("pruning_checkpoint_frequency", checkpoint_frequency)
+    one_of("verbosity_level", verbosity, VERBOSITY)
+    one_of("plots", plots, PLOTS)
     importance.check_criterion(criterion)
     if resume_from is not None and not Path(resume_from).is_file():
         raise ValueError(f"resume_from={str(resume_from)!r} is not an existing checkpoint file.")
@@ -364,8 +358,9 @@ def _save_checkpoint(folder: Path, pnet, state: _State, loader) -> Path:
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
-    torch.save(payload, folder / "latest.tmp")
-    (folder / "latest.tmp").replace(folder / "latest.pt")
+    latest = folder / "latest.tmp"
+    shutil.copyfile(path, latest)
+    latest.replace(folder / "latest.pt")
     return path
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from prune_core.checks import one_of
+
 CRITERIA = ("taylor", "l1", "random")
 
 
 def check_criterion(criterion: str) -> str:
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion={criterion!r} is not supported; use one of {', '.join(CRITERIA)}.")
+    one_of("criterion", criterion, CRITERIA)
     return criterion
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from prune_core.checks import non_negative_number, one_of, positive_int, positive_number
+
 SOLVERS = ("sgdm", "adam", "rmsprop")
 SHUFFLE = ("every-epoch", "once", "never")
 METRICS = ("accuracy", "rmse")
@@ -39,21 +41,17 @@ class TrainingOptions:
     verbose_frequency: int = 50
 
     def __post_init__(self) -> None:
-        _one_of("solver", self.solver, SOLVERS)
-        _one_of("shuffle", self.shuffle, SHUFFLE)
-        _positive_number("initial_learn_rate", self.initial_learn_rate)
-        _positive_int("mini_batch_size", self.mini_batch_size)
-        _positive_int("max_epochs", self.max_epochs)
-        _positive_int("validation_frequency", self.validation_frequency)
-        _positive_int("verbose_frequency", self.verbose_frequency)
+        one_of("TrainingOptions.solver", self.solver, SOLVERS)
+        one_of("TrainingOptions.shuffle", self.shuffle, SHUFFLE)
+        positive_number("TrainingOptions.initial_learn_rate", self.initial_learn_rate)
+        for name in ("mini_batch_size", "max_epochs", "validation_frequency", "verbose_frequency"):
+            positive_int(f"TrainingOptions.{name}", getattr(self, name))
         for name in ("momentum", "l2_regularization"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"TrainingOptions.{name}={value!r} is not allowed; use a number >= 0.")
+            non_negative_number(f"TrainingOptions.{name}", getattr(self, name))
         self.metrics = list(self.metrics)
         for metric in self.metrics:
-            _one_of("metrics", metric, METRICS)
-        _one_of("objective_metric_name", self.objective_metric_name, ("loss", *self.metrics))
+            one_of("TrainingOptions.metrics", metric, METRICS)
+        one_of("TrainingOptions.objective_metric_name", self.objective_metric_name, ("loss", *self.metrics))
         if self.device != "auto":
             try:
                 torch.device(self.device)
@@ -65,17 +63,3 @@ class TrainingOptions:
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
 
-
-def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"TrainingOptions.{name}={value!r} is not supported; use one of {', '.join(allowed)}.")
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"TrainingOptions.{name}={value!r} is not allowed; use a positive integer.")
-
-
-def _positive_number(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"TrainingOptions.{name}={value!r} is not allowed; use a number > 0.")

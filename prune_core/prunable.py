@@ -162,6 +162,11 @@ class TaylorPrunableNetwork(nn.Module):
         """Filters (pruning units) that can still be removed: every group keeps at least one."""
         return sum(int(keep.sum()) - 1 for keep in self._unit_masks().values())
 
+    @property
+    def has_scores(self) -> bool:
+        """Whether Taylor scores were accumulated since the last pruning step."""
+        return self._score_batches > 0
+
     def filter_masks(self) -> dict[str, torch.Tensor]:
         """Keep-mask over the filters of every prunable conv (True = kept)."""
         units = self._unit_masks()

@@ -1,0 +1,35 @@
+"""Argument validators shared by the public API: each raises a ValueError naming the argument."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def one_of(label: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{label}={value!r} is not supported; use one of {', '.join(allowed)}.")
+
+
+def positive_int(label: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{label}={value!r} is not allowed; use a positive integer.")
+
+
+def positive_number(label: str, value: Any) -> None:
+    if not _is_number(value) or not value > 0:
+        raise ValueError(f"{label}={value!r} is not allowed; use a number > 0.")
+
+
+def non_negative_number(label: str, value: Any) -> None:
+    if not _is_number(value) or value < 0:
+        raise ValueError(f"{label}={value!r} is not allowed; use a number >= 0.")
+
+
+def fraction(label: str, value: Any) -> None:
+    """A share in (0, 1]."""
+    if not _is_number(value) or not 0 < value <= 1:
+        raise ValueError(f"{label}={value!r} is not allowed; use a number in (0, 1].")
