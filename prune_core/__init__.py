@@ -1,8 +1,22 @@
 """Structured Taylor pruning of PyTorch convolutional networks."""
 
+from prune_core.analysis import NetworkAnalysis, analyze_network
 from prune_core.compress import PruningInfo, compress_network
 from prune_core.io import load_pruned, save_pruned
+from prune_core.metrics import NetworkMetrics, compare_networks, network_metrics
 from prune_core.options import TrainingOptions
 from prune_core.prunable import TaylorPrunableNetwork
 
-__all__ = ["PruningInfo", "TaylorPrunableNetwork", "TrainingOptions", "compress_network", "load_pruned", "save_pruned"]
+__all__ = [
+    "NetworkAnalysis",
+    "NetworkMetrics",
+    "PruningInfo",
+    "TaylorPrunableNetwork",
+    "TrainingOptions",
+    "analyze_network",
+    "compare_networks",
+    "compress_network",
+    "load_pruned",
+    "network_metrics",
+    "save_pruned",
+]

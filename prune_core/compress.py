@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -163,6 +164,7 @@ def compress_network(
             f"({100 * row['reduction']:.1f}% fewer)" + "".join(f", val {k} {v:.4g}" for k, v in val.items()),
             level="pruning",
         )
+        log.progress(row["reduction"], goal, state.iteration)
         if validation_threshold is not None and _exceeds(val[objective], validation_threshold, objective):
             pnet.load_state_dict(state.good_state)
             state.stop_reason = THRESHOLD_EXCEEDED
@@ -385,6 +387,7 @@ class _Printer:
 
     def __init__(self, verbosity: str, frequency: int) -> None:
         self.level, self.frequency = self._LEVELS[verbosity], frequency
+        self._bar_open = False
 
     def line(self, text: str, level: str = "pruning") -> None:
         if self.level >= self._LEVELS[level]:
@@ -403,7 +406,21 @@ class _Printer:
                 flush=True,
             )
 
+    def progress(self, reduction: float, goal: float, iteration: int) -> None:
+        """A one-line progress bar at "summary" level, on terminals only."""
+        if self.level == 1 and sys.stdout.isatty():
+            done = min(reduction / goal, 1.0) if goal > 0 else 1.0
+            bar = "#" * round(30 * done) + "." * (30 - round(30 * done))
+            print(
+                f"\rPruning [{bar}] {100 * reduction:.1f}% of {100 * goal:.1f}% (iteration {iteration})",
+                end="",
+                flush=True,
+            )
+            self._bar_open = True
+
     def summary(self, info: PruningInfo) -> None:
+        if self._bar_open:
+            print()
         if self.level >= 1:
             names = ",".join(f'"{name}"' for name in info.pruned_layers)
             print(f"Compressed network has {100 * info.reduction:.1f}% fewer learnable parameters.")

@@ -158,6 +158,16 @@ class TaylorPrunableNetwork(nn.Module):
         return list(self._layers)
 
     @property
+    def layer_groups(self) -> list[list[str]]:
+        """The prunable convs of each coupled group (their filters are removed together)."""
+        return [[conv for conv in self._layers if self._group_of(conv) == g] for g in range(len(self._groups))]
+
+    @property
+    def group_units(self) -> list[int]:
+        """Pruning units (filters, or whole channel groups) each group still keeps."""
+        return [int(keep.sum()) for keep in self._unit_masks().values()]
+
+    @property
     def num_prunables(self) -> int:
         """Filters (pruning units) that can still be removed: every group keeps at least one."""
         return sum(int(keep.sum()) - 1 for keep in self._unit_masks().values())

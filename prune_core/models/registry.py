@@ -1,0 +1,52 @@
+"""Build a reference network by name: the built-in ones or any torchvision classification model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from prune_core.models.resnet_cifar import resnet20, resnet56
+from prune_core.models.small import DigitsCNN, SequenceCNN
+
+BUILTIN: dict[str, Callable[..., nn.Module]] = {
+    "digits_cnn": DigitsCNN,
+    "mnist1d_cnn": SequenceCNN,
+    "resnet20": resnet20,
+    "resnet56": resnet56,
+}
+
+
+def torchvision_model_names() -> list[str]:
+    """Names of torchvision's classification models."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def model_names() -> list[str]:
+    """Every name :func:`build_model` accepts."""
+    return sorted(BUILTIN) + torchvision_model_names()
+
+
+def build_model(name: str, num_classes: int = 10, in_channels: int | None = None) -> nn.Module:
+    """A freshly initialised network: a built-in one, or a torchvision classifier (no weights).
+
+    ``in_channels`` applies to the built-in networks (default: their own); torchvision models
+    take 3-channel images.
+    """
+    if name in BUILTIN:
+        return BUILTIN[name](num_classes=num_classes, **({} if in_channels is None else {"in_channels": in_channels}))
+    if name in torchvision_model_names():
+        if in_channels not in (None, 3):
+            raise ValueError(
+                f"model {name!r} (torchvision) takes 3-channel images, got in_channels={in_channels!r}; "
+                "use 3-channel data or a built-in model."
+            )
+        import torchvision
+
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    raise ValueError(
+        f"model name {name!r} is unknown. Built-in models: {sorted(BUILTIN)}; or any torchvision "
+        f"classification model, e.g. resnet18, mobilenet_v2 (all: prune_core.models.torchvision_model_names())."
+    )
