@@ -1,13 +1,14 @@
 """Structured Taylor pruning of PyTorch convolutional networks."""
 
 from prune_core.analysis import NetworkAnalysis, analyze_network
-from prune_core.compress import PruningInfo, compress_network
+from prune_core.compress import IterationResult, PruningInfo, compress_network
 from prune_core.io import load_pruned, save_pruned
 from prune_core.metrics import NetworkMetrics, compare_networks, network_metrics
 from prune_core.options import TrainingOptions
 from prune_core.prunable import TaylorPrunableNetwork
 
 __all__ = [
+    "IterationResult",
     "NetworkAnalysis",
     "NetworkMetrics",
     "PruningInfo",

@@ -48,6 +48,20 @@ class PruningInfo:
         return 1.0 - self.learnables / self.original_learnables
 
 
+@dataclass(frozen=True)
+class IterationResult:
+    """What :func:`compress_network` passes to its callbacks after each pruning iteration."""
+
+    row: dict
+    """This iteration's pruning-history row."""
+    training_rows: list[dict]
+    """This iteration's fine-tuning mini-batch rows (training-history rows)."""
+    validation_rows: list[dict]
+    """This iteration's validation rows."""
+    checkpoint: Path | None
+    """The checkpoint written after this iteration, if one was."""
+
+
 @dataclass
 class _State:
     """Everything a checkpoint needs to continue a run."""
@@ -77,7 +91,7 @@ def compress_network(
     pruning_checkpoint_frequency: int = 1,
     verbosity_level: str = "summary",
     plots: str = "none",
-    callbacks: Sequence[Callable[[dict], None]] = (),
+    callbacks: Sequence[Callable[[IterationResult], None]] = (),
     resume_from: str | Path | None = None,
 ) -> tuple[nn.Module, PruningInfo]:
     """Prune ``model``'s conv filters iteratively by Taylor importance, fine-tuning in between.
@@ -88,8 +102,8 @@ def compress_network(
     accumulated on the last ``num_importance_score_iterations`` fine-tuning mini-batches of the
     previous iteration (on a scoring pass before the first one). Returns the physically smaller
     network and a :class:`PruningInfo`. ``callbacks`` are called after every pruning iteration
-    with that iteration's pruning-history row. ``resume_from`` continues from a checkpoint file
-    written to ``pruning_checkpoint_path``.
+    (and after its checkpoint is written) with an :class:`IterationResult`. ``resume_from``
+    continues from a checkpoint file written to ``pruning_checkpoint_path``.
     """
     options = options or TrainingOptions()
     loss = resolve_loss(loss_fn)
@@ -170,10 +184,17 @@ def compress_network(
             state.stop_reason = THRESHOLD_EXCEEDED
         else:
             state.good_state = _copy_state(pnet)
-        for callback in callbacks:
-            callback(dict(row))
+        checkpoint = None
         if pruning_checkpoint_path and state.iteration % pruning_checkpoint_frequency == 0:
-            _save_checkpoint(Path(pruning_checkpoint_path), pnet, state, train_loader)
+            checkpoint = _save_checkpoint(Path(pruning_checkpoint_path), pnet, state, train_loader)
+        result = IterationResult(
+            row=dict(row),
+            training_rows=[r for r in state.training_rows if r["pruning_iteration"] == state.iteration],
+            validation_rows=[r for r in state.validation_rows if r["pruning_iteration"] == state.iteration],
+            checkpoint=checkpoint,
+        )
+        for callback in callbacks:
+            callback(result)
 
     pruned = pnet.to_module()
     info = _info(pnet, pruned, model, state, original)

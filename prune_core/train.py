@@ -90,6 +90,7 @@ def batch_metrics(outputs: torch.Tensor, targets: torch.Tensor, metrics: list[st
 
 
 @torch.no_grad()
+@torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, loss: LossFn, metrics: list[str], device: torch.device) -> dict:
     """Loss and metrics over a whole loader, in eval mode (example-weighted means)."""
     was_training = model.training
@@ -113,3 +114,25 @@ def evaluate(model: nn.Module, loader: DataLoader, loss: LossFn, metrics: list[s
     if "rmse" in metrics:
         result["rmse"] = (sq_error / count) ** 0.5
     return result
+
+
+def train_network(model: nn.Module, train_data: Any, loss_fn: str | LossFn, options: TrainingOptions) -> nn.Module:
+    """Plain supervised training of ``model`` in place for ``options.max_epochs`` (e.g. a baseline).
+
+    Non-finite loss raises ``FloatingPointError``. Returns the model, in eval mode.
+    """
+    device = options.resolved_device()
+    if options.seed is not None:
+        torch.manual_seed(options.seed)
+    loader, loss = as_loader(train_data, options, train=True), resolve_loss(loss_fn)
+    model.to(device).train()
+    optimizer = make_optimizer(model.parameters(), options)
+    for _ in range(options.max_epochs):
+        for inputs, targets in loader:
+            optimizer.zero_grad()
+            value = loss(model(inputs.to(device)), targets.to(device))
+            if not torch.isfinite(value):
+                raise FloatingPointError(f"training loss became {value.item()}; lower the learn rate.")
+            value.backward()
+            optimizer.step()
+    return model.eval()

@@ -126,9 +126,22 @@ def test_resume_from_checkpoint_ends_like_an_uninterrupted_run(digits, trained, 
     x_train, y_train, _, _ = digits
     kwargs = dict(learnables_reduction_goal=0.4, learnables_reduction_increment=0.15, verbosity_level="off")
     data = (x_train[:512], y_train[:512])
+    results = []
     full, full_info = compress_network(
-        trained, data, "crossentropy", _options(digits), **kwargs, pruning_checkpoint_path=tmp_path
+        trained,
+        data,
+        "crossentropy",
+        _options(digits),
+        **kwargs,
+        pruning_checkpoint_path=tmp_path,
+        callbacks=[results.append],
     )
+    # callbacks see each iteration's rows and its checkpoint, already written
+    assert [r.row["iteration"] for r in results] == full_info.pruning_history["iteration"].tolist()[1:]
+    for r in results:
+        assert r.checkpoint.is_file() and r.checkpoint.name == f"pruning_iteration_{r.row['iteration']:03d}.pt"
+        assert {t["pruning_iteration"] for t in r.training_rows} == {r.row["iteration"]}
+        assert len(r.training_rows) == len(data[0]) // 64 + (len(data[0]) % 64 > 0)
     checkpoint = tmp_path / "pruning_iteration_001.pt"
     assert checkpoint.is_file() and (tmp_path / "latest.pt").is_file()
     resumed, resumed_info = compress_network(

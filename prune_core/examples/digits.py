@@ -13,20 +13,7 @@ import torch
 from prune_core import TrainingOptions, compress_network
 from prune_core.data import load_digits_tensors
 from prune_core.models import DigitsCNN
-from prune_core.train import as_loader, evaluate, make_optimizer, resolve_loss
-
-
-def train_baseline(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> None:
-    """Plain supervised training (SGD with momentum) of the unpruned network."""
-    options = TrainingOptions(initial_learn_rate=0.05, mini_batch_size=64, seed=seed)
-    optimizer, loss = make_optimizer(model.parameters(), options), resolve_loss("crossentropy")
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(y), generator=generator).split(options.mini_batch_size):
-            optimizer.zero_grad()
-            loss(model(x[idx]), y[idx]).backward()
-            optimizer.step()
+from prune_core.train import as_loader, evaluate, resolve_loss, train_network
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,7 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     x_train, y_train, x_val, y_val = load_digits_tensors(seed=args.seed)
     model = DigitsCNN()
-    train_baseline(model, x_train, y_train, args.baseline_epochs, args.seed)
+    baseline_options = TrainingOptions(
+        initial_learn_rate=0.05, mini_batch_size=64, max_epochs=args.baseline_epochs, device="cpu", seed=args.seed
+    )
+    train_network(model, (x_train, y_train), "crossentropy", baseline_options)
     options = TrainingOptions(
         mini_batch_size=64,
         initial_learn_rate=0.01,

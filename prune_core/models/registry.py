@@ -9,7 +9,7 @@ from torch import nn
 from prune_core.models.resnet_cifar import resnet20, resnet56
 from prune_core.models.small import DigitsCNN, SequenceCNN
 
-BUILTIN: dict[str, Callable[..., nn.Module]] = {
+BUILTIN_MODELS: dict[str, Callable[..., nn.Module]] = {
     "digits_cnn": DigitsCNN,
     "mnist1d_cnn": SequenceCNN,
     "resnet20": resnet20,
@@ -26,7 +26,7 @@ def torchvision_model_names() -> list[str]:
 
 def model_names() -> list[str]:
     """Every name :func:`build_model` accepts."""
-    return sorted(BUILTIN) + torchvision_model_names()
+    return sorted(BUILTIN_MODELS) + torchvision_model_names()
 
 
 def build_model(name: str, num_classes: int = 10, in_channels: int | None = None) -> nn.Module:
@@ -35,8 +35,10 @@ def build_model(name: str, num_classes: int = 10, in_channels: int | None = None
     ``in_channels`` applies to the built-in networks (default: their own); torchvision models
     take 3-channel images.
     """
-    if name in BUILTIN:
-        return BUILTIN[name](num_classes=num_classes, **({} if in_channels is None else {"in_channels": in_channels}))
+    if name in BUILTIN_MODELS:
+        return BUILTIN_MODELS[name](
+            num_classes=num_classes, **({} if in_channels is None else {"in_channels": in_channels})
+        )
     if name in torchvision_model_names():
         if in_channels not in (None, 3):
             raise ValueError(
@@ -47,6 +49,6 @@ def build_model(name: str, num_classes: int = 10, in_channels: int | None = None
 
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     raise ValueError(
-        f"model name {name!r} is unknown. Built-in models: {sorted(BUILTIN)}; or any torchvision "
+        f"model name {name!r} is unknown. Built-in models: {sorted(BUILTIN_MODELS)}; or any torchvision "
         f"classification model, e.g. resnet18, mobilenet_v2 (all: prune_core.models.torchvision_model_names())."
     )

@@ -1,0 +1,88 @@
+"""Build what a trial needs from its config: data, model, training options, layer names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from prune_core import TrainingOptions
+from prune_core.models import BUILTIN_MODELS, build_model
+from sweeps.config import ConfigError
+from sweeps.data import DataBundle
+
+
+def make_model(cfg: dict, data: DataBundle) -> nn.Module:
+    """A fresh model for ``cfg["model"]`` shaped for ``data`` (classes, input channels)."""
+    name = cfg["model"]["name"]
+    in_channels = data.input_shape[0] if name in BUILTIN_MODELS else None
+    if in_channels is None and data.input_shape[0] != 3:
+        raise ConfigError(
+            f"model.name={name!r} (torchvision) takes 3-channel images but data.name={cfg['data']['name']!r} "
+            f"gives inputs of shape {tuple(data.input_shape)}; use 3-channel data (e.g. data.grayscale_to_rgb=true) "
+            "or a built-in model."
+        )
+    return build_model(name, num_classes=data.num_classes, in_channels=in_channels)
+
+
+def example_batch(data: DataBundle, size: int = 2) -> torch.Tensor:
+    return torch.stack([data.train[i][0] for i in range(min(size, len(data.train)))])
+
+
+def check_fit(cfg: dict, model: nn.Module, data: DataBundle) -> None:
+    """The data's inputs run through the model and give one logit per class."""
+    try:
+        with torch.no_grad():
+            out = model.eval()(example_batch(data))
+    except RuntimeError as err:
+        raise ConfigError(
+            f"data.name={cfg['data']['name']!r} gives inputs of shape {tuple(data.input_shape)}, which "
+            f"model.name={cfg['model']['name']!r} cannot take ({str(err).splitlines()[0]}); choose matching "
+            "model and data."
+        ) from None
+    if out.dim() != 2 or out.shape[1] != data.num_classes:
+        raise ConfigError(
+            f"model.name={cfg['model']['name']!r} gives outputs of shape {tuple(out.shape)} but "
+            f"data.name={cfg['data']['name']!r} has {data.num_classes} classes."
+        )
+
+
+def training_options(cfg: dict, data: DataBundle, device: str, seed: int, baseline: bool = False) -> TrainingOptions:
+    """compress_network's (or the baseline's) TrainingOptions from ``cfg["finetune"]``."""
+    ft = cfg["finetune"]
+    return TrainingOptions(
+        solver=ft["solver"],
+        initial_learn_rate=ft["baseline_learn_rate" if baseline else "learn_rate"],
+        momentum=ft["momentum"],
+        l2_regularization=ft["weight_decay"],
+        mini_batch_size=ft["batch_size"],
+        max_epochs=ft["baseline_epochs" if baseline else "epochs"],
+        validation_data=data.val,
+        validation_frequency=10**9,  # validate once per pruning iteration
+        device=device,
+        seed=seed,
+    )
+
+
+def load_weights(model: nn.Module, source: str) -> None:
+    """Load a state_dict file or an MLflow model URI into ``model``; ConfigError on any mismatch."""
+    try:
+        if "://" in source or source.startswith(("runs:", "models:")):
+            import mlflow.pytorch
+
+            state: Any = mlflow.pytorch.load_model(source, map_location="cpu").state_dict()
+        else:
+            state = torch.load(source, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+        model.load_state_dict(state)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"model.checkpoint={source!r} does not exist; give a state_dict file or MLflow model URI."
+        ) from None
+    except Exception as err:  # corrupt files and wrong architectures raise many exception types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"model.checkpoint={source!r} cannot be loaded into model {type(model).__name__} ({first}); give a "
+            "state_dict saved from this architecture (torch.save(model.state_dict(), path)) or an MLflow model URI."
+        ) from None

@@ -1,0 +1,67 @@
+"""Ray: start a local instance or join a cluster, and the resources each trial asks for."""
+
+from __future__ import annotations
+
+import os
+
+from sweeps.config import ConfigError
+
+_TRIAL_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}  # trials keep the driver's working directory (absolute paths anyway)
+
+
+def connect_ray(cfg: dict) -> dict[str, float]:
+    """Start Ray locally (``ray.address`` null and no RAY_ADDRESS) or join a cluster; check GPUs.
+
+    Returns the cluster's resources. A request for GPUs the cluster does not have is a
+    ConfigError, unless ``ray.allow_cpu_fallback`` is set, in which case trials run on CPU.
+    """
+    import ray
+
+    os.environ.update(_TRIAL_ENV)
+    address = cfg["ray"]["address"] or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": dict(_TRIAL_ENV)}
+    if ray.is_initialized():
+        resources = ray.cluster_resources()
+    else:
+        try:
+            if address:
+                ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+            else:
+                ray.init(
+                    num_cpus=cfg["ray"]["num_cpus"],
+                    num_gpus=cfg["ray"]["num_gpus"],
+                    include_dashboard=False,
+                    runtime_env=runtime_env,
+                )
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise ConfigError(
+                f"ray.address={address!r} could not be reached ({str(err).splitlines()[0]}); start the cluster "
+                "with `ray start --head`, give its host:port, or use ray.address=null to start Ray locally."
+            ) from None
+        resources = ray.cluster_resources()
+    _check_resources(cfg, resources)
+    return resources
+
+
+def _check_resources(cfg: dict, resources: dict[str, float]) -> None:
+    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
+    wanted_gpus, wanted_cpus = cfg["ray"]["gpus_per_trial"], cfg["ray"]["cpus_per_trial"]
+    if wanted_gpus > gpus and not (gpus == 0 and cfg["ray"]["allow_cpu_fallback"]):
+        raise ConfigError(
+            f"ray.gpus_per_trial={wanted_gpus} but the Ray cluster has {gpus:g} GPUs; lower ray.gpus_per_trial, "
+            "set ray.gpus_per_trial=0 to run on CPU, or ray.allow_cpu_fallback=true to run on CPU when no GPU exists."
+        )
+    if wanted_cpus > cpus:
+        raise ConfigError(
+            f"ray.cpus_per_trial={wanted_cpus} but the Ray cluster has {cpus:g} CPUs; lower ray.cpus_per_trial."
+        )
+
+
+def trial_resources(cfg: dict) -> dict[str, float]:
+    """What one trial reserves: ``cpus_per_trial`` CPUs and its GPU share (none on a GPU-less fallback)."""
+    import ray
+
+    gpus = cfg["ray"]["gpus_per_trial"]
+    if gpus and ray.cluster_resources().get("GPU", 0.0) == 0:
+        gpus = 0  # allowed by ray.allow_cpu_fallback (checked in connect_ray)
+    return {"cpu": cfg["ray"]["cpus_per_trial"], "gpu": gpus}

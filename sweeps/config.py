@@ -1,0 +1,179 @@
+"""Validation of a resolved sweep config (plain dicts), before Ray or MLflow start.
+
+Every error is a :class:`ConfigError` whose message names the dotted key, the value and what
+is allowed. Validation reuses the engine's own checks (``prune_core.checks``), so the sweep
+accepts exactly what ``compress_network`` accepts.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from prune_core import importance
+from prune_core.checks import fraction, non_negative_number, one_of, positive_int, positive_number
+from prune_core.models import model_names
+from prune_core.options import SOLVERS
+from sweeps.data import DATASETS
+
+GENERIC_SUBSETS = ("early_convs", "late_convs")
+"""Subsets every model has: the first and the second half of its prunable convs (graph order)."""
+
+
+class ConfigError(ValueError):
+    """A user error in the sweep config: reported as one paragraph, without a traceback."""
+
+
+def get_path(cfg: dict, key: str) -> Any:
+    """``cfg["a"]["b"]`` for ``key="a.b"``; ConfigError when a part is missing."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"config key {key!r} does not exist; top-level keys are {sorted(cfg)}.")
+        node = node[part]
+    return node
+
+
+def with_overrides(cfg: dict, overrides: dict[str, Any]) -> dict:
+    """A deep copy of ``cfg`` with dotted keys replaced (each key must already exist)."""
+    result = copy.deepcopy(cfg)
+    for key, value in overrides.items():
+        get_path(result, key)
+        *parents, last = key.split(".")
+        node = result
+        for part in parents:
+            node = node[part]
+        node[last] = copy.deepcopy(value)
+    return result
+
+
+def _check(key: str, value: Any, check: Callable[[str, Any], None]) -> None:
+    try:
+        check(key, value)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _optional(check: Callable[[str, Any], None]) -> Callable[[str, Any], None]:
+    def optional_check(key: str, value: Any) -> None:
+        if value is not None:
+            check(key, value)
+
+    return optional_check
+
+
+def _iterations(key: str, value: Any) -> None:
+    if value != "auto":
+        try:
+            positive_int(key, value)
+        except ValueError as err:
+            raise ValueError(f"{err.args[0][:-1]} or 'auto'.") from None
+
+
+def _boolean(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key}={value!r} is not allowed; use true or false.")
+
+
+def _choice(allowed: tuple[str, ...]) -> Callable[[str, Any], None]:
+    return lambda key, value: one_of(key, value, allowed)
+
+
+def _non_negative_or_null(key: str, value: Any) -> None:
+    if value is not None:
+        non_negative_number(key, value)
+
+
+def _string(key: str, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key}={value!r} is not allowed; use a non-empty string.")
+
+
+RULES: dict[str, Callable[[str, Any], None]] = {
+    "name": _string,
+    "model.name": _choice(tuple(model_names())),
+    "data.name": _choice(DATASETS),
+    "prune.reduction_goal": _optional(fraction),
+    "prune.reduction_increment": fraction,
+    "prune.importance_iterations": _iterations,
+    "prune.criterion": _choice(importance.CRITERIA),
+    "prune.validation_threshold": _optional(non_negative_number),
+    "finetune.solver": _choice(tuple(SOLVERS)),
+    "finetune.learn_rate": positive_number,
+    "finetune.momentum": non_negative_number,
+    "finetune.weight_decay": non_negative_number,
+    "finetune.batch_size": positive_int,
+    "finetune.epochs": positive_int,
+    "finetune.baseline_epochs": positive_int,
+    "finetune.baseline_learn_rate": positive_number,
+    "ray.cpus_per_trial": positive_number,
+    "ray.gpus_per_trial": non_negative_number,
+    "ray.num_cpus": _optional(positive_int),
+    "ray.num_gpus": _non_negative_or_null,
+    "ray.allow_cpu_fallback": _boolean,
+    "ray.max_concurrent_trials": positive_int,
+    "ray.max_failures": lambda key, value: _check_int_at_least(key, value, -1),
+    "tracking.experiment": _string,
+    "tracking.log_models": _boolean,
+    "sweep.mode": _choice(("max", "min")),
+    "sweep.metric": _choice(("val_accuracy", "val_loss", "reduction", "learnables")),
+}
+
+
+def _check_int_at_least(key: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{key}={value!r} is not allowed; use an integer >= {low}.")
+
+
+def validate_values(cfg: dict) -> None:
+    """Check every known key's type and range; the first offending key raises ConfigError."""
+    for key, check in RULES.items():
+        _check(key, get_path(cfg, key), check)
+    if not isinstance(get_path(cfg, "finetune.device"), str):
+        raise ConfigError(f"finetune.device={cfg['finetune']['device']!r} is not allowed; use auto, cpu or cuda.")
+    gpus = cfg["ray"]["gpus_per_trial"]
+    if gpus > 1 and gpus != int(gpus):
+        raise ConfigError(f"ray.gpus_per_trial={gpus!r} is not allowed; use a fraction <= 1 or a whole number.")
+    seeds = get_path(cfg, "sweep.seeds")
+    if not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+        raise ConfigError(f"sweep.seeds={seeds!r} is not allowed; use a non-empty list of integers, e.g. [0, 1, 2].")
+    grid = get_path(cfg, "sweep.grid")
+    if not isinstance(grid, dict):
+        raise ConfigError(f"sweep.grid={grid!r} is not allowed; use a mapping of config keys to lists of values.")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep.grid.{key}={values!r} is not allowed; use a non-empty list of values.")
+        if key.split(".")[0] not in ("prune", "finetune", "model", "data"):
+            raise ConfigError(
+                f"sweep.grid key {key!r} is not allowed; grid keys are prune.*, finetune.*, model.* or data.* keys."
+            )
+        get_path(cfg, key)
+
+
+def layer_names_for(cfg: dict, prunable: list[str]) -> list[str] | None:
+    """Resolve ``prune.layers`` (all, a named subset, or conv names) against the model's prunable convs."""
+    layers = cfg["prune"]["layers"]
+    if layers in (None, "all"):
+        return None
+    subsets = dict(cfg["model"].get("layer_subsets") or {})
+    half = (len(prunable) + 1) // 2
+    early, late = GENERIC_SUBSETS
+    subsets.setdefault(early, prunable[:half])
+    subsets.setdefault(late, prunable[half:] or prunable[-1:])
+    if isinstance(layers, str):
+        if layers not in subsets:
+            raise ConfigError(
+                f"prune.layers={layers!r} is not a layer subset of model {cfg['model']['name']!r}; "
+                f"use all, one of {sorted(subsets)}, or a list of conv names from {prunable}."
+            )
+        layers = subsets[layers]
+    if not isinstance(layers, list) or not layers:
+        raise ConfigError(f"prune.layers={layers!r} is not allowed; use all, a subset name or a list of conv names.")
+    unknown = [name for name in layers if name not in prunable]
+    if unknown:
+        raise ConfigError(
+            f"prune.layers names {unknown}, which are not prunable convs of model {cfg['model']['name']!r}; "
+            f"valid conv names: {prunable}."
+        )
+    return list(layers)

@@ -1,0 +1,232 @@
+"""run_sweep: validate, start (or join) Ray, train the baseline once, run the trials, report.
+
+The sweep folder ``<output_dir>/<name>/<sweep id>`` holds the resolved config, the Ray Tune
+results and trial checkpoints; ``resume=<folder or name>`` finishes its unfinished trials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from prune_core.analysis import analyze_network
+from sweeps import tracking
+from sweeps.baseline import prepare_baseline
+from sweeps.build import check_fit, example_batch, make_model
+from sweeps.cluster import connect_ray, trial_resources
+from sweeps.config import ConfigError, layer_names_for, validate_values
+from sweeps.data import build_data
+from sweeps.report import RESULT_COLUMNS, accuracy_vs_learnables_figure, pareto_front
+from sweeps.space import flatten, grid_points, param_space, trial_config
+from sweeps.trial import run_trial
+
+CONFIG_FILE, TUNE_FOLDER = "sweep_config.json", "tune"
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What a finished sweep produced."""
+
+    folder: Path
+    parent_run_id: str
+    tracking_uri: str
+    table: pd.DataFrame
+    front: pd.DataFrame
+    failed_trials: int
+
+
+def validate(cfg: dict) -> None:
+    """Everything checkable before Ray starts: values, every grid point, model/data fit, layer names."""
+    validate_values(cfg)
+    points = [trial_config(cfg, params) for params in grid_points(cfg)]
+    for point in points:
+        validate_values(point)
+    try:
+        data = build_data(cfg["data"])
+        model = make_model(cfg, data)
+    except ConfigError:
+        raise
+    except ValueError as err:  # the data and model builders name the key in their messages
+        raise ConfigError(str(err)) from None
+    check_fit(cfg, model, data)
+    prunable = analyze_network(model, example_batch(data)).prunable_layer_names
+    for point in points:
+        layer_names_for(point, prunable)
+
+
+def find_sweep(cfg: dict) -> Path:
+    """The folder named by ``resume``: a sweep folder, or a sweep name (its latest run)."""
+    target = Path(str(cfg["resume"])).expanduser()
+    if (target / CONFIG_FILE).is_file():
+        return target.resolve()
+    by_name = Path(cfg["output_dir"]).expanduser() / str(cfg["resume"])
+    runs = sorted(p for p in by_name.glob("*") if (p / CONFIG_FILE).is_file()) if by_name.is_dir() else []
+    if not runs:
+        raise ConfigError(
+            f"resume={cfg['resume']!r} is neither a sweep folder (with {CONFIG_FILE}) nor the name of a sweep "
+            f"under output_dir={cfg['output_dir']!r}."
+        )
+    return runs[-1].resolve()
+
+
+def run_sweep(cfg: dict) -> SweepOutcome:
+    """Run (or, with ``cfg["resume"]``, finish) a sweep; returns its table and Pareto front."""
+    if cfg.get("resume"):
+        folder = find_sweep(cfg)
+        base = json.loads((folder / CONFIG_FILE).read_text())
+        tracking.check_reachable(base["_sweep"]["tracking_uri"])
+        print(f"Resuming sweep {folder}", flush=True)
+        connect_ray(base)
+    else:
+        validate(cfg)
+        output_dir = Path(cfg["output_dir"]).expanduser().resolve()
+        uri = tracking.tracking_uri(cfg, output_dir)
+        tracking.check_reachable(uri)
+        connect_ray(cfg)
+        base, folder = _start(cfg, output_dir, uri)
+    return _run_trials(base, folder)
+
+
+def _start(cfg: dict, output_dir: Path, uri: str) -> tuple[dict, Path]:
+    """Baseline, experiment, parent run and sweep folder of a new sweep."""
+    sweep_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    folder = output_dir / cfg["name"] / sweep_id
+    folder.mkdir(parents=True)
+    data = build_data(cfg["data"])
+    device = "cuda" if cfg["finetune"]["device"] == "auto" and torch.cuda.is_available() else "cpu"
+    if cfg["finetune"]["device"] != "auto":
+        device = cfg["finetune"]["device"]
+    print(f"Baseline: {cfg['model']['name']} on {cfg['data']['name']} ...", flush=True)
+    baseline = prepare_baseline(cfg, data, output_dir / "baselines", device)
+    print(
+        f"Baseline: {baseline.learnables} learnables, val accuracy {baseline.metrics['accuracy']:.2f}%"
+        + (" (cached)" if baseline.cached else ""),
+        flush=True,
+    )
+    experiment = tracking.experiment_id(uri, cfg["tracking"]["experiment"], output_dir / "mlartifacts")
+    parent = _parent_run(cfg, uri, experiment, sweep_id, baseline, data)
+    base = {
+        **cfg,
+        "_sweep": {
+            "sweep_id": sweep_id,
+            "folder": str(folder),
+            "tracking_uri": uri,
+            "experiment_id": experiment,
+            "parent_run_id": parent,
+            "baseline_path": str(baseline.path),
+            "baseline_metrics": baseline.metrics,
+            "baseline_learnables": baseline.learnables,
+        },
+    }
+    (folder / CONFIG_FILE).write_text(json.dumps(base, indent=1))
+    return base, folder
+
+
+def _parent_run(cfg: dict, uri: str, experiment: str, sweep_id: str, baseline, data) -> str:
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    mlflow.set_tracking_uri(uri)
+    tags = {tracking.SWEEP_TAG: sweep_id, "prune_sweep.role": "sweep"}
+    with mlflow.start_run(experiment_id=experiment, run_name=f"{cfg['name']}-{sweep_id}", tags=tags) as run:
+        mlflow.log_dict(cfg, "config.json")
+        mlflow.log_dict({"grid": cfg["sweep"]["grid"], "seeds": cfg["sweep"]["seeds"]}, "grid.json")
+        mlflow.log_params({k: str(v)[:6000] for k, v in flatten(cfg).items() if not k.startswith("sweep.grid")})
+        mlflow.log_metrics(
+            {"baseline_learnables": baseline.learnables, "baseline_val_accuracy": baseline.metrics["accuracy"]}
+        )
+        mlflow.log_metric("baseline_val_loss", baseline.metrics["loss"])
+        if cfg["tracking"]["log_models"]:
+            model = make_model(cfg, data)
+            model.load_state_dict(torch.load(baseline.path, map_location="cpu", weights_only=True))
+            example = example_batch(data)
+            with torch.no_grad():
+                signature = infer_signature(example.numpy(), model.eval()(example).numpy())
+            mlflow.pytorch.log_model(
+                model,
+                name="baseline_model",
+                signature=signature,
+                input_example=example.numpy(),
+                pip_requirements=tracking.model_requirements(),
+            )
+        run_id = run.info.run_id
+    mlflow.MlflowClient(uri).set_terminated(run_id, "RUNNING")
+    return run_id
+
+
+def _run_trials(base: dict, folder: Path) -> SweepOutcome:
+    from ray import tune
+
+    storage = Path(base["ray"]["storage_path"] or folder / "ray").expanduser().resolve()
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base), trial_resources(base))
+    tune_path = storage / TUNE_FOLDER
+    if tune.Tuner.can_restore(str(tune_path)):
+        tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(base),
+            tune_config=tune.TuneConfig(max_concurrent_trials=base["ray"]["max_concurrent_trials"]),
+            run_config=tune.RunConfig(
+                name=TUNE_FOLDER,
+                storage_path=str(storage),
+                failure_config=tune.FailureConfig(max_failures=base["ray"]["max_failures"]),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=1,
+            ),
+        )
+    results = tuner.fit()
+    failed = sum(1 for result in results if result.error is not None)
+    return _summarize(base, folder, failed)
+
+
+def _summarize(base: dict, folder: Path, failed: int) -> SweepOutcome:
+    """Per-trial table and Pareto front from the trials' MLflow runs, logged to the parent run."""
+    import mlflow
+
+    sweep = base["_sweep"]
+    uri, parent = sweep["tracking_uri"], sweep["parent_run_id"]
+    runs = tracking.with_retries(
+        mlflow.MlflowClient(uri).search_runs,
+        [sweep["experiment_id"]],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
+        max_results=10_000,
+    )
+    keys = [*base["sweep"]["grid"], "seed"]
+    rows = [_table_row(run, keys) for run in runs if "final_learnables" in run.data.metrics]
+    table = pd.DataFrame(rows, columns=["trial", *keys, *RESULT_COLUMNS]).sort_values("trial", ignore_index=True)
+    front = pareto_front(table) if len(table) else table
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=parent):
+        if len(table):
+            tracking.log_table(uri, parent, table, "trials.json")
+            tracking.log_table(uri, parent, front, "pareto_front.json")
+            baseline = (sweep["baseline_learnables"], sweep["baseline_metrics"]["accuracy"])
+            figure = accuracy_vs_learnables_figure(table, front, baseline)
+            mlflow.log_figure(figure, "accuracy_vs_learnables.png")
+            figure.savefig(folder / "accuracy_vs_learnables.png", dpi=120)
+            table.to_csv(folder / "trials.csv", index=False)
+        mlflow.log_metrics({"trials_finished": len(table), "trials_failed": failed})
+    mlflow.MlflowClient(uri).set_terminated(parent, "FINISHED" if not failed else "FAILED")
+    return SweepOutcome(folder, parent, uri, table, front, failed)
+
+
+def _table_row(run: Any, keys: list[str]) -> dict[str, Any]:
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    return {
+        "trial": run.info.run_name,
+        **{key: params.get(key) for key in keys},
+        "learnables": int(metrics["final_learnables"]),
+        "reduction": metrics["final_reduction"],
+        "val_accuracy": metrics["final_val_accuracy"],
+        "stop_reason": tags.get("stop_reason"),
+        "run_id": run.info.run_id,
+    }

@@ -1,0 +1,125 @@
+"""MLflow: the tracking URI, experiments, idempotent step logging with retries, tables and figures."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from sweeps.config import ConfigError
+
+T = TypeVar("T")
+SWEEP_TAG, TRIAL_TAG = "prune_sweep.sweep_id", "prune_sweep.trial_id"
+
+
+def tracking_uri(cfg: dict, output_dir: Path) -> str:
+    """``tracking.uri``, or a sqlite database under ``output_dir``; the file store is refused."""
+    uri = cfg["tracking"]["uri"]
+    if uri is None:
+        return f"sqlite:///{(output_dir / 'mlflow.db').resolve()}"
+    if not isinstance(uri, str) or not uri.startswith(("sqlite:///", "http://", "https://", "postgresql", "mysql")):
+        raise ConfigError(
+            f"tracking.uri={uri!r} is not allowed; use null (a local sqlite database), sqlite:///<absolute path>, "
+            "a database URI (postgresql://...) or a tracking server (http://host:port). The ./mlruns file store "
+            "is deprecated and refused by MLflow 3."
+        )
+    return uri
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """A tracking server must answer its /health endpoint within ``timeout`` seconds."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as err:
+        raise ConfigError(
+            f"tracking.uri={uri!r} is not reachable ({getattr(err, 'reason', err)}); start the server, e.g. "
+            "`mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow.db`, or use "
+            "tracking=local."
+        ) from None
+
+
+def with_retries(fn: Callable[..., T], *args: Any, attempts: int = 6, delay: float = 0.5, **kwargs: Any) -> T:
+    """Call ``fn``; on an exception retry with exponential back-off, re-raising after ``attempts``."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception:  # the tracking store raises many types (HTTP, SQL, OS)
+            if attempt == attempts - 1:
+                raise
+            time.sleep(delay * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def experiment_id(uri: str, name: str, artifact_root: Path | None) -> str:
+    """The experiment's id, created on first use (artifacts under ``artifact_root`` for local stores)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if artifact_root is not None and not uri.startswith(("http://", "https://")):
+        location = (artifact_root / name).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def find_run(uri: str, experiment: str, tags: dict[str, str]) -> str | None:
+    """The id of the run carrying all ``tags`` (a restarted trial reuses its run), or None."""
+    from mlflow import MlflowClient
+
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = with_retries(MlflowClient(uri).search_runs, [experiment], filter_string=query, max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def last_step(uri: str, run_id: str, key: str) -> int:
+    """The highest step already logged for metric ``key`` (-1 when none): logging is idempotent."""
+    from mlflow import MlflowClient
+
+    history = with_retries(MlflowClient(uri).get_metric_history, run_id, key)
+    return max((m.step for m in history), default=-1)
+
+
+def log_steps(uri: str, run_id: str, rows: list[dict], step_key: str, names: dict[str, str], after: int) -> None:
+    """Log ``rows[i][column]`` as metric ``names[column]`` at step ``rows[i][step_key]`` for steps > ``after``."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(name, float(row[column]), now, int(row[step_key]))
+        for row in rows
+        if int(row[step_key]) > after
+        for column, name in names.items()
+        if row.get(column) is not None
+    ]
+    client = MlflowClient(uri)
+    for start in range(0, len(metrics), 900):  # stores cap one batch at 1000 metrics
+        with_retries(client.log_batch, run_id, metrics=metrics[start : start + 900])
+
+
+def model_requirements() -> list[str]:
+    """What a logged model needs (given, so MLflow skips its slow requirement inference)."""
+    import torch
+
+    return [f"torch=={torch.__version__.split('+')[0]}"]
+
+
+def log_table(uri: str, run_id: str, table: pd.DataFrame, artifact_file: str) -> None:
+    """A DataFrame as an MLflow table artifact (JSON, shown in the UI's artifact and evaluation views)."""
+    from mlflow import MlflowClient
+
+    frame = table.copy()
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].map(str)
+    with_retries(MlflowClient(uri).log_table, run_id, frame, artifact_file)

@@ -1,0 +1,227 @@
+"""One sweep trial: a compress_network run inside a Ray worker, reported to Tune and recorded in MLflow.
+
+A restarted trial (worker killed, driver resumed) continues from its last per-iteration Tune
+checkpoint, in the same MLflow run, and logs only the steps that run does not have yet.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prune_core import IterationResult, compare_networks, compress_network
+from prune_core.analysis import analyze_network
+from sweeps import tracking
+from sweeps.build import example_batch, make_model, training_options
+from sweeps.config import ConfigError, layer_names_for
+from sweeps.data import build_data
+from sweeps.space import flatten, trial_config
+
+ITERATION_METRICS = {name: name for name in ("learnables", "reduction", "val_loss", "val_accuracy")}
+"""Pruning-history columns logged as MLflow step metrics (step = pruning iteration)."""
+CHECKPOINT_FILE = "latest.pt"
+
+
+def trial_device(cfg: dict) -> str:
+    """The device for this trial from what Ray assigned: its GPU, else CPU (or an error, per config)."""
+    import ray
+
+    wanted = cfg["finetune"]["device"]
+    if wanted != "auto":
+        return wanted
+    if not ray.get_gpu_ids():
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if cfg["ray"]["allow_cpu_fallback"]:
+        return "cpu"
+    raise ConfigError(
+        f"Ray assigned GPU {ray.get_gpu_ids()} to this trial but CUDA is not available in its worker; set "
+        "ray.allow_cpu_fallback=true to run on CPU, or ray.gpus_per_trial=0."
+    )
+
+
+def run_trial(params: dict[str, Any], base: dict) -> None:
+    """Ray Tune function trainable: ``params`` are the trial's grid values, ``base`` the sweep config."""
+    import mlflow
+    from ray import tune
+
+    cfg, sweep = trial_config(base, params), base["_sweep"]
+    uri, trial_id = sweep["tracking_uri"], tune.get_context().get_trial_id()
+    mlflow.set_tracking_uri(uri)
+    torch.set_num_threads(max(1, int(cfg["ray"]["cpus_per_trial"])))
+    device = trial_device(cfg)
+    data = build_data(cfg["data"])
+    model = make_model(cfg, data)
+    model.load_state_dict(torch.load(sweep["baseline_path"], map_location="cpu", weights_only=True))
+    layer_names = layer_names_for(cfg, analyze_network(model, example_batch(data)).prunable_layer_names)
+    run_id = _trial_run(cfg, sweep, trial_id, tune.get_context().get_trial_name())
+    logged_iteration = tracking.last_step(uri, run_id, "learnables")
+    logged_batch = tracking.last_step(uri, run_id, "train_loss")
+    workdir = Path(tempfile.mkdtemp(prefix=f"prune-trial-{trial_id}-"))
+    (workdir / "pruning").mkdir()
+
+    def report(result: IterationResult) -> None:
+        row = result.row
+        tracking.log_steps(uri, run_id, [row], "iteration", ITERATION_METRICS, logged_iteration)
+        tracking.log_steps(uri, run_id, result.training_rows, "iteration", {"loss": "train_loss"}, logged_batch)
+        folder = workdir / f"report_{row['iteration']:03d}"
+        folder.mkdir()
+        shutil.copyfile(result.checkpoint, folder / CHECKPOINT_FILE)
+        tune.report(_iteration_metrics(row), checkpoint=tune.Checkpoint.from_directory(str(folder)))
+        shutil.rmtree(folder, ignore_errors=True)
+
+    try:
+        pruned, info = compress_network(
+            model,
+            data.train,
+            "crossentropy",
+            training_options(cfg, data, device, seed=cfg["seed"]),
+            learnables_reduction_goal=cfg["prune"]["reduction_goal"],
+            learnables_reduction_increment=cfg["prune"]["reduction_increment"],
+            num_importance_score_iterations=cfg["prune"]["importance_iterations"],
+            layer_names=layer_names,
+            criterion=cfg["prune"]["criterion"],
+            validation_threshold=cfg["prune"]["validation_threshold"],
+            pruning_checkpoint_path=workdir / "pruning",
+            verbosity_level="off",
+            plots="pruning-progress",
+            callbacks=[report],
+            resume_from=_restored_checkpoint(workdir),
+        )
+        final = _record_result(cfg, run_id, model, pruned, info, example_batch(data))
+        tune.report(final)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _iteration_metrics(row: dict) -> dict[str, float]:
+    return {"pruning_iteration": row["iteration"], **{name: row[col] for col, name in ITERATION_METRICS.items()}}
+
+
+def _restored_checkpoint(workdir: Path) -> Path | None:
+    """The pruning checkpoint of the Tune checkpoint this trial restarts from, copied locally."""
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    target = workdir / "restored.pt"
+    with checkpoint.as_directory() as folder:
+        shutil.copyfile(Path(folder) / CHECKPOINT_FILE, target)
+    return target
+
+
+def _trial_run(cfg: dict, sweep: dict, trial_id: str, trial_name: str) -> str:
+    """This trial's MLflow child run: found by its tags when the trial restarts, else created."""
+    import ray
+    from mlflow import MlflowClient
+
+    uri, experiment = sweep["tracking_uri"], sweep["experiment_id"]
+    tags = {tracking.SWEEP_TAG: sweep["sweep_id"], tracking.TRIAL_TAG: trial_id}
+    existing = tracking.find_run(uri, experiment, tags)
+    if existing is not None:
+        return existing
+    client = MlflowClient(uri)
+    node = {
+        "ray.node_id": ray.get_runtime_context().get_node_id(),
+        "ray.node_ip": ray.util.get_node_ip_address(),
+        "host": socket.gethostname(),
+    }
+    run = tracking.with_retries(
+        client.create_run,
+        experiment,
+        run_name=trial_name,
+        tags={**tags, **node, "mlflow.parentRunId": sweep["parent_run_id"], "prune_sweep.role": "trial"},
+    )
+    run_id = run.info.run_id
+    params = {k: v for k, v in flatten({k: v for k, v in cfg.items() if k != "_sweep"}).items()}
+    _log_params(client, run_id, params)
+    baseline = {"iteration": 0, "learnables": sweep["baseline_learnables"], "reduction": 0.0}
+    baseline |= {f"val_{k}": v for k, v in sweep["baseline_metrics"].items()}
+    tracking.log_steps(uri, run_id, [baseline], "iteration", ITERATION_METRICS, after=-1)
+    return run_id
+
+
+def _log_params(client, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+    for start in range(0, len(items), 90):
+        tracking.with_retries(client.log_batch, run_id, params=items[start : start + 90])
+
+
+def _record_result(cfg: dict, run_id: str, original, pruned, info, example: torch.Tensor) -> dict[str, Any]:
+    """Tables, tags, plots, the comparison table and the pruned model; returns the final metrics."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = cfg["_sweep"]["tracking_uri"]
+    client = MlflowClient(uri)
+    history = info.pruning_history.copy()
+    history["filters_removed"] = history["filters_removed"].map(str)
+    tracking.log_table(uri, run_id, history, "pruning_history.json")
+    tracking.log_table(uri, run_id, info.training_history, "training_history.json")
+    tracking.log_table(uri, run_id, info.validation_history, "validation_history.json")
+    val_accuracy = _final_accuracy(info)
+    comparison = compare_networks(
+        original.cpu(), pruned.cpu(), example, accuracy=(cfg["_sweep"]["baseline_metrics"]["accuracy"], val_accuracy)
+    )
+    tracking.log_table(uri, run_id, comparison.reset_index(names="network"), "network_metrics.json")
+    tracking.with_retries(client.log_figure, run_id, info.figure, "pruning_progress.png")
+    tracking.with_retries(client.set_tag, run_id, "stop_reason", info.stop_reason)
+    tracking.with_retries(client.set_tag, run_id, "pruned_layers", ",".join(info.pruned_layers))
+    final = {
+        "final_learnables": info.learnables,
+        "final_reduction": info.reduction,
+        "final_val_accuracy": val_accuracy,
+        "final_macs": comparison.loc["pruned", "macs"],
+        "final_latency_ms": comparison.loc["pruned", "latency_ms"],
+        "pruning_iterations": int(info.pruning_history["iteration"].max()),
+    }
+    tracking.with_retries(client.log_batch, run_id, metrics=_metrics(final))
+    if cfg["tracking"]["log_models"]:
+        with mlflow.start_run(run_id=run_id):
+            _log_model(pruned.eval(), example)
+    tracking.with_retries(client.set_terminated, run_id)
+    return {**final, "stop_reason": info.stop_reason, "mlflow_run_id": run_id}
+
+
+def _final_accuracy(info) -> float:
+    """Validation accuracy of the returned network: the last iteration with its learnables.
+
+    (After a validation-threshold stop the returned network is the one before the last row.)
+    """
+    history = info.pruning_history
+    return float(history.loc[history["learnables"] == info.learnables, "val_accuracy"].iloc[-1])
+
+
+def _metrics(values: dict[str, float]):
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, 0) for k, v in values.items()]
+
+
+def _log_model(pruned, example: torch.Tensor) -> None:
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        output = pruned(example).numpy()
+    signature = infer_signature(example.numpy(), output)
+    tracking.with_retries(
+        mlflow.pytorch.log_model,
+        pruned,
+        name="pruned_model",
+        signature=signature,
+        input_example=example.numpy(),
+        pip_requirements=tracking.model_requirements(),
+    )
