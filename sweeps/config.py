@@ -48,6 +48,17 @@ def with_overrides(cfg: dict, overrides: dict[str, Any]) -> dict:
     return result
 
 
+def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys for nested dicts: ``{"prune": {"layers": "all"}}`` -> ``{"prune.layers": "all"}``."""
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict) and value:
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _check(key: str, value: Any, check: Callable[[str, Any], None]) -> None:
     try:
         check(key, value)
@@ -141,7 +152,7 @@ def validate_values(cfg: dict) -> None:
     grid = get_path(cfg, "sweep.grid")
     if not isinstance(grid, dict):
         raise ConfigError(f"sweep.grid={grid!r} is not allowed; use a mapping of config keys to lists of values.")
-    for key, values in grid.items():
+    for key, values in flatten(grid).items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"sweep.grid.{key}={values!r} is not allowed; use a non-empty list of values.")
         if key.split(".")[0] not in ("prune", "finetune", "model", "data"):

@@ -21,10 +21,10 @@ from sweeps import tracking
 from sweeps.baseline import prepare_baseline
 from sweeps.build import check_fit, example_batch, make_model
 from sweeps.cluster import connect_ray, trial_resources
-from sweeps.config import ConfigError, layer_names_for, validate_values
+from sweeps.config import ConfigError, flatten, layer_names_for, validate_values
 from sweeps.data import build_data
 from sweeps.report import RESULT_COLUMNS, accuracy_vs_learnables_figure, pareto_front
-from sweeps.space import flatten, grid_points, param_space, trial_config
+from sweeps.space import grid_points, param_space, trial_config
 from sweeps.trial import run_trial
 
 CONFIG_FILE, TUNE_FOLDER = "sweep_config.json", "tune"
@@ -45,6 +45,7 @@ class SweepOutcome:
 def validate(cfg: dict) -> None:
     """Everything checkable before Ray starts: values, every grid point, model/data fit, layer names."""
     validate_values(cfg)
+    tracking.tracking_uri(cfg, Path(cfg["output_dir"]))
     points = [trial_config(cfg, params) for params in grid_points(cfg)]
     for point in points:
         validate_values(point)
@@ -200,7 +201,7 @@ def _summarize(base: dict, folder: Path, failed: int) -> SweepOutcome:
         filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
         max_results=10_000,
     )
-    keys = [*base["sweep"]["grid"], "seed"]
+    keys = [*flatten(base["sweep"]["grid"]), "seed"]
     rows = [_table_row(run, keys) for run in runs if "final_learnables" in run.data.metrics]
     table = pd.DataFrame(rows, columns=["trial", *keys, *RESULT_COLUMNS]).sort_values("trial", ignore_index=True)
     front = pareto_front(table) if len(table) else table

@@ -5,23 +5,23 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from sweeps.config import with_overrides
+from sweeps.config import flatten, with_overrides
 
 SEED_KEY = "seed"
 
 
 def grid_points(cfg: dict) -> list[dict[str, Any]]:
     """Every trial's overrides (the cartesian product of the grid, times the seeds), in Tune's order."""
-    grid = {**cfg["sweep"]["grid"], SEED_KEY: cfg["sweep"]["seeds"]}
+    grid = {**flatten(cfg["sweep"]["grid"]), SEED_KEY: cfg["sweep"]["seeds"]}
     keys = list(grid)
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
 def param_space(cfg: dict) -> dict[str, Any]:
-    """Ray Tune param_space: one ``tune.grid_search`` per grid key, plus the seeds."""
+    """Ray Tune param_space: one ``tune.grid_search`` per (dotted) grid key, plus the seeds."""
     from ray import tune
 
-    grid = {**cfg["sweep"]["grid"], SEED_KEY: cfg["sweep"]["seeds"]}
+    grid = {**flatten(cfg["sweep"]["grid"]), SEED_KEY: cfg["sweep"]["seeds"]}
     return {key: tune.grid_search(list(values)) for key, values in grid.items()}
 
 
@@ -31,14 +31,3 @@ def trial_config(base: dict, params: dict[str, Any]) -> dict:
     trial = with_overrides(base, overrides)
     trial[SEED_KEY] = params.get(SEED_KEY, 0)
     return trial
-
-
-def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
-    """``{"prune.reduction_goal": 0.6, ...}``: dotted keys for MLflow params."""
-    flat: dict[str, Any] = {}
-    for key, value in cfg.items():
-        if isinstance(value, dict) and value:
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

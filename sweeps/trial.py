@@ -18,9 +18,9 @@ from prune_core import IterationResult, compare_networks, compress_network
 from prune_core.analysis import analyze_network
 from sweeps import tracking
 from sweeps.build import example_batch, make_model, training_options
-from sweeps.config import ConfigError, layer_names_for
+from sweeps.config import ConfigError, flatten, layer_names_for
 from sweeps.data import build_data
-from sweeps.space import flatten, trial_config
+from sweeps.space import trial_config
 
 ITERATION_METRICS = {name: name for name in ("learnables", "reduction", "val_loss", "val_accuracy")}
 """Pruning-history columns logged as MLflow step metrics (step = pruning iteration)."""

@@ -1,0 +1,43 @@
+"""Compose sweep configs with Hydra's compose API, and tiny sweep settings for fast tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from sweeps.cli import CONFIG_DIR
+
+TINY = [
+    "data.max_train_samples=160",
+    "data.max_val_samples=120",
+    "finetune.baseline_epochs=2",
+    "finetune.batch_size=32",
+    "model.layer_subsets={}",
+    "sweep=single",
+    "prune.reduction_goal=0.4",
+    "ray.max_failures=0",
+]
+
+
+def compose_config(*overrides: str) -> dict:
+    """The resolved config ``prune-sweep`` would run with these overrides."""
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+
+
+def prune_sweep(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the ``prune-sweep`` console script of this environment."""
+    script = Path(sys.executable).with_name("prune-sweep")
+    return subprocess.run(
+        [str(script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

@@ -1,0 +1,97 @@
+"""Sweep config: composition, grid, validation errors that name the key, before any Ray or MLflow work."""
+
+import pytest
+
+from sweeps.config import ConfigError, layer_names_for, validate_values, with_overrides
+from sweeps.runner import validate
+from sweeps.space import flatten, grid_points, trial_config
+
+from .sweep_helpers import compose_config, prune_sweep
+
+
+def test_default_config_is_a_grid_of_eight_valid_trials():
+    cfg = compose_config()
+    validate(cfg)
+    points = grid_points(cfg)
+    assert len(points) == 8
+    assert {p["prune.layers"] for p in points} == {"all", "late_convs"}
+    trial = trial_config(cfg, points[-1])
+    assert trial["prune"]["reduction_increment"] == points[-1]["prune.reduction_increment"]
+    assert trial["seed"] == 0
+    assert flatten(trial)["finetune.solver"] == "sgdm"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("prune.reduction_goal=1.5", "prune.reduction_goal"),
+        ("prune.reduction_increment=0", "prune.reduction_increment"),
+        ("prune.importance_iterations=-3", "prune.importance_iterations"),
+        ("prune.importance_iterations=often", "prune.importance_iterations"),
+        ("prune.criterion=magic", "prune.criterion"),
+        ("finetune.learn_rate=-0.1", "finetune.learn_rate"),
+        ("finetune.batch_size=0", "finetune.batch_size"),
+        ("finetune.solver=lbfgs", "finetune.solver"),
+        ("model.name=resnet21", "model.name"),
+        ("ray.gpus_per_trial=-1", "ray.gpus_per_trial"),
+        ("ray.max_concurrent_trials=0", "ray.max_concurrent_trials"),
+        ("sweep.seeds=[]", "sweep.seeds"),
+        ("sweep.grid.prune.reduction_increment=[0.1,7]", "prune.reduction_increment"),
+        ("+sweep.grid.prune.nonexistent=[1,2]", "prune.nonexistent"),
+        ("+sweep.grid.ray.max_failures=[1,2]", "ray.max_failures"),
+        ("sweep=single prune.layers=middle_convs", "prune.layers"),
+        ("sweep=single prune.layers=[features.0,features.99]", "prune.layers"),
+        ("tracking.uri=file:///tmp/mlruns", "tracking.uri"),
+    ],
+)
+def test_bad_values_name_the_key(override, key):
+    cfg = compose_config(*override.split())
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+def test_layer_subsets_resolve_per_model():
+    cfg = compose_config()
+    prunable = ["features.0", "features.3", "features.7"]
+    assert layer_names_for(with_overrides(cfg, {"prune.layers": "all"}), prunable) is None
+    assert layer_names_for(with_overrides(cfg, {"prune.layers": "late_convs"}), prunable) == [
+        "features.3",
+        "features.7",
+    ]
+    generic = with_overrides(cfg, {"prune.layers": "early_convs", "model.layer_subsets": {}})
+    assert layer_names_for(generic, prunable) == ["features.0", "features.3"]
+    with pytest.raises(ConfigError, match="valid conv names"):
+        layer_names_for(with_overrides(cfg, {"prune.layers": ["features.1"]}), prunable)
+
+
+def test_data_that_does_not_fit_the_model_is_rejected():
+    with pytest.raises(ConfigError, match="model.name='mnist1d_cnn'.*shape|shape.*mnist1d_cnn"):
+        validate(compose_config("model=mnist1d_cnn", "model.layer_subsets={}"))
+    with pytest.raises(ConfigError, match="3-channel"):
+        validate(compose_config("model=torchvision", "model.name=resnet18"))
+
+
+def test_missing_data_folder_is_rejected():
+    with pytest.raises(ConfigError, match="data.root"):
+        validate(compose_config("data=cifar10", "data.root=/nonexistent/cifar", "model=resnet20"))
+
+
+def test_cli_reports_bad_input_in_one_paragraph_without_traceback(tmp_path):
+    result = prune_sweep("prune.reduction_goal=2", f"output_dir={tmp_path}", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "prune.reduction_goal=2" in result.stderr and "(0, 1]" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "digits_default").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_cli_unknown_config_group_option_is_a_hydra_error(tmp_path):
+    result = prune_sweep("model=nope", cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert "nope" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_validation_rejects_every_grid_point_before_running():
+    cfg = compose_config("+sweep.grid.prune.reduction_goal=[0.5,1.2]")
+    with pytest.raises(ConfigError, match="prune.reduction_goal=1.2"):
+        validate(cfg)
+    validate_values(compose_config())

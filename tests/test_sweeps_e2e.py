@@ -1,0 +1,140 @@
+"""End-to-end sweeps on a local Ray (ray.init(num_cpus=2)) and against a real MLflow server."""
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import pytest
+import ray
+import torch
+from mlflow import MlflowClient
+
+from sweeps.config import ConfigError
+from sweeps.runner import run_sweep
+
+from .sweep_helpers import TINY, compose_config
+
+ARTIFACTS = {
+    "pruning_history.json",
+    "training_history.json",
+    "validation_history.json",
+    "network_metrics.json",
+    "pruning_progress.png",
+}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def _check_sweep_record(uri: str, outcome, n_trials: int) -> None:
+    client = MlflowClient(uri)
+    children = client.search_runs(
+        [client.get_run(outcome.parent_run_id).info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{outcome.parent_run_id}'",
+    )
+    assert len(children) == n_trials and outcome.failed_trials == 0
+    assert len(outcome.table) == n_trials and 1 <= len(outcome.front) <= n_trials
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_finished"] == n_trials
+    parent_files = {a.path for a in client.list_artifacts(outcome.parent_run_id)}
+    assert {
+        "config.json",
+        "grid.json",
+        "trials.json",
+        "pareto_front.json",
+        "accuracy_vs_learnables.png",
+    } <= parent_files
+    mlflow.set_tracking_uri(uri)
+    assert isinstance(mlflow.pytorch.load_model(f"runs:/{outcome.parent_run_id}/baseline_model"), torch.nn.Module)
+    for run in children:
+        run_id, data = run.info.run_id, run.data
+        assert run.info.status == "FINISHED"
+        assert {a.path for a in client.list_artifacts(run_id)} >= ARTIFACTS
+        assert data.params["prune.reduction_goal"] == "0.4" and "finetune.solver" in data.params
+        assert data.tags["stop_reason"] and data.tags["ray.node_id"] and data.tags["pruned_layers"]
+        steps = [m.step for m in client.get_metric_history(run_id, "learnables")]
+        assert steps == list(range(int(data.metrics["pruning_iterations"]) + 1))  # continuous, no duplicates
+        values = [m.value for m in client.get_metric_history(run_id, "learnables")]
+        assert values == sorted(values, reverse=True) and values[-1] == data.metrics["final_learnables"]
+        batches = [m.step for m in client.get_metric_history(run_id, "train_loss")]
+        assert batches == sorted(set(batches)) and len(batches) >= steps[-1]
+        assert data.metrics["final_reduction"] >= 0.4 - 1e-9
+        pruned = mlflow.pytorch.load_model(f"runs:/{run_id}/pruned_model")
+        out = pruned(torch.rand(3, 1, 8, 8))
+        assert out.shape == (3, 10)
+        assert sum(p.numel() for p in pruned.parameters()) == int(data.metrics["final_learnables"])
+
+
+def test_local_sweep_writes_parent_and_child_runs(tmp_path, local_ray):
+    cfg = compose_config(
+        *TINY, f"output_dir={tmp_path}", "+sweep.grid.prune.reduction_increment=[0.2,0.4]", "sweep.seeds=[0,1]"
+    )
+    outcome = run_sweep(cfg)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert outcome.tracking_uri == uri
+    _check_sweep_record(uri, outcome, n_trials=4)
+    # the baseline was trained once and is reused (cached) by a second sweep with the same config
+    assert len(list((tmp_path / "baselines").glob("*.pt"))) == 1
+    assert (outcome.folder / "trials.csv").is_file() and (outcome.folder / "accuracy_vs_learnables.png").is_file()
+
+
+def test_gpus_missing_from_the_cluster_fail_before_any_run(tmp_path, local_ray):
+    cfg = compose_config(*TINY, f"output_dir={tmp_path}", "ray.gpus_per_trial=1")
+    with pytest.raises(ConfigError, match=r"ray\.gpus_per_trial=1 but the Ray cluster has 0 GPUs"):
+        run_sweep(cfg)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "baselines").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--backend-store-uri", f"sqlite:///{tmp_path}/server.db"]
+    command += ["--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "2"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("mlflow server did not start")
+            time.sleep(0.5)
+    yield uri
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_sweep_against_a_real_mlflow_server(tmp_path, local_ray, mlflow_server):
+    cfg = compose_config(
+        *TINY,
+        f"output_dir={tmp_path}",
+        "tracking=server",
+        f"tracking.uri={mlflow_server}",
+        "+sweep.grid.prune.reduction_increment=[0.2,0.4]",
+    )
+    outcome = run_sweep(cfg)
+    assert not (tmp_path / "mlflow.db").exists()
+    _check_sweep_record(mlflow_server, outcome, n_trials=2)
+
+
+def test_unreachable_tracking_server_fails_before_any_run(tmp_path):
+    cfg = compose_config(*TINY, f"output_dir={tmp_path}", f"tracking.uri=http://127.0.0.1:{_free_port()}")
+    with pytest.raises(ConfigError, match="tracking.uri=.* is not reachable"):
+        run_sweep(cfg)
