@@ -18,6 +18,8 @@ def connect_ray(cfg: dict) -> dict[str, float]:
     import ray
 
     os.environ.update(_TRIAL_ENV)
+    # one checkpoint per pruning iteration is by design: silence Tune's "snapshotting too often" warning
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     address = cfg["ray"]["address"] or os.environ.get("RAY_ADDRESS")
     runtime_env = {"env_vars": dict(_TRIAL_ENV)}
     if ray.is_initialized():

@@ -1,0 +1,106 @@
+"""Sweeps on Ray clusters: logical GPUs bound concurrency; a two-node cluster started with `ray start`;
+resuming a sweep whose driver was killed."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from mlflow import MlflowClient
+
+from sweeps.runner import run_sweep
+
+from .sweep_helpers import TINY, compose_config, prune_sweep
+
+RAY = str(Path(sys.executable).with_name("ray"))
+TWO_TRIALS = "+sweep.grid.prune.reduction_increment=[0.2,0.4]"
+
+
+def _trial_runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("digits_default")
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], filter_string="tags.`prune_sweep.role` = 'trial'")
+
+
+def test_logical_gpus_bound_concurrency_and_cpu_fallback_only_when_configured(tmp_path):
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)  # a logical GPU on a CPU machine
+    try:
+        common = [*TINY, TWO_TRIALS, "ray.gpus_per_trial=1", "ray.max_concurrent_trials=2"]
+        outcome = run_sweep(compose_config(*common, f"output_dir={tmp_path / 'a'}", "ray.allow_cpu_fallback=true"))
+        assert outcome.failed_trials == 0 and len(outcome.table) == 2
+        runs = sorted(_trial_runs(outcome.tracking_uri), key=lambda r: r.info.start_time)
+        assert runs[0].info.end_time <= runs[1].info.start_time  # one GPU: one trial at a time
+        refused = run_sweep(compose_config(*common, f"output_dir={tmp_path / 'b'}", "ray.allow_cpu_fallback=false"))
+        assert refused.failed_trials == 2 and refused.table.empty
+        errors = [p.read_text() for p in refused.folder.glob("ray/tune/*/error.txt")]
+        assert errors and all("ray.allow_cpu_fallback=true" in text for text in errors)
+    finally:
+        ray.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path):
+    port = _free_port()
+    head = [RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"]
+    subprocess.run(head, check=True, capture_output=True, timeout=120)
+    try:
+        worker = [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1"]
+        subprocess.run(worker, check=True, capture_output=True, timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_sweep_joins_a_running_two_node_cluster(tmp_path, two_node_cluster):
+    result = prune_sweep(*TINY, TWO_TRIALS, f"output_dir={tmp_path}", f"ray.address={two_node_cluster}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = _trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" and "final_learnables" in r.data.metrics for r in runs)
+    nodes = {r.data.tags["ray.node_id"] for r in runs}
+    assert len(nodes) == 2  # one CPU per node, two concurrent trials: one trial on each node
+
+
+def test_resume_after_the_driver_was_killed_finishes_only_missing_trials(tmp_path):
+    args = [*TINY, "+sweep.grid.prune.reduction_increment=[0.1,0.2,0.3,0.4]", "ray.max_concurrent_trials=1"]
+    args += [f"output_dir={tmp_path}", "ray.num_cpus=1"]
+    driver = subprocess.Popen(
+        [str(Path(sys.executable).with_name("prune-sweep")), *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    deadline = time.monotonic() + 300
+    while not any(r.info.status == "FINISHED" for r in _trial_runs(uri) if (tmp_path / "mlflow.db").exists()):
+        assert time.monotonic() < deadline and driver.poll() is None, "no trial finished before the deadline"
+        time.sleep(1)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything in its session
+    driver.wait()
+    finished_before = {r.data.tags["prune_sweep.trial_id"] for r in _trial_runs(uri) if r.info.status == "FINISHED"}
+    assert 1 <= len(finished_before) < 4
+
+    result = prune_sweep(f"output_dir={tmp_path}", "resume=digits_default", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = _trial_runs(uri)
+    trial_ids = [r.data.tags["prune_sweep.trial_id"] for r in runs]
+    assert len(runs) == 4 and len(set(trial_ids)) == 4  # no duplicated and no lost trial runs
+    client = MlflowClient(uri)
+    for run in runs:
+        assert run.info.status == "FINISHED" and "final_learnables" in run.data.metrics
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "learnables")]
+        assert steps == list(range(len(steps)))
+    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
