@@ -1,5 +1,5 @@
-"""Hydra + Ray Tune + MLflow pruning sweeps.
+"""Sweeps of pruning hyperparameters: Hydra configs, Ray Tune trials on prune_core, MLflow records.
 
-Not implemented yet: this package is a placeholder so that the layout is in place. It exposes
-nothing; ``prune-sweep`` does not exist until the sweeps land.
+The command line is ``prune-sweep`` (``sweeps.cli``); from Python, compose a config (see
+``conf/``) and call :func:`sweeps.runner.run_sweep`.
 """

@@ -9,8 +9,8 @@ RESULT_COLUMNS = ["learnables", "reduction", "val_accuracy", "stop_reason", "run
 
 
 def pareto_front(table: pd.DataFrame, size: str = "learnables", quality: str = "val_accuracy") -> pd.DataFrame:
-    """Rows no other row beats on both counts (fewer or equal ``size`` and higher or equal ``quality``,
-    one strictly), sorted by ``size``."""
+    """The rows no other row dominates (no more ``size`` and at least the ``quality``, one strictly),
+    sorted by ``size``."""
     ordered = table.sort_values([size, quality], ascending=[True, False])
     best, keep = float("-inf"), []
     for index, row in ordered.iterrows():

@@ -101,9 +101,9 @@ def _start(cfg: dict, output_dir: Path, uri: str) -> tuple[dict, Path]:
     folder = output_dir / cfg["name"] / sweep_id
     folder.mkdir(parents=True)
     data = build_data(cfg["data"])
-    device = "cuda" if cfg["finetune"]["device"] == "auto" and torch.cuda.is_available() else "cpu"
-    if cfg["finetune"]["device"] != "auto":
-        device = cfg["finetune"]["device"]
+    device = cfg["finetune"]["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"Baseline: {cfg['model']['name']} on {cfg['data']['name']} ...", flush=True)
     baseline = prepare_baseline(cfg, data, output_dir / "baselines", device)
     print(

@@ -140,8 +140,7 @@ def _trial_run(cfg: dict, sweep: dict, trial_id: str, trial_name: str) -> str:
         tags={**tags, **node, "mlflow.parentRunId": sweep["parent_run_id"], "prune_sweep.role": "trial"},
     )
     run_id = run.info.run_id
-    params = {k: v for k, v in flatten({k: v for k, v in cfg.items() if k != "_sweep"}).items()}
-    _log_params(client, run_id, params)
+    _log_params(client, run_id, flatten({k: v for k, v in cfg.items() if k != "_sweep"}))
     baseline = {"iteration": 0, "learnables": sweep["baseline_learnables"], "reduction": 0.0}
     baseline |= {f"val_{k}": v for k, v in sweep["baseline_metrics"].items()}
     tracking.log_steps(uri, run_id, [baseline], "iteration", ITERATION_METRICS, after=-1)

@@ -95,3 +95,18 @@ def test_validation_rejects_every_grid_point_before_running():
     with pytest.raises(ConfigError, match="prune.reduction_goal=1.2"):
         validate(cfg)
     validate_values(compose_config())
+
+
+def test_pareto_front_keeps_only_undominated_trials():
+    import pandas as pd
+
+    from sweeps.report import pareto_front
+
+    table = pd.DataFrame(
+        {
+            "trial": list("abcdef"),
+            "learnables": [100, 80, 60, 60, 120, 90],
+            "val_accuracy": [90.0, 91.0, 85.0, 84.0, 95.0, 89.0],
+        }
+    )
+    assert pareto_front(table)["trial"].tolist() == ["c", "b", "e"]
