@@ -128,7 +128,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "tracking.experiment": _string,
     "tracking.log_models": _boolean,
     "sweep.mode": _choice(("max", "min")),
-    "sweep.metric": _choice(("val_accuracy", "val_loss", "reduction", "learnables")),
+    "sweep.metric": _choice(("val_accuracy", "reduction", "learnables")),
 }
 
 

@@ -19,7 +19,7 @@ import torch
 from prune_core.analysis import analyze_network
 from sweeps import tracking
 from sweeps.baseline import prepare_baseline
-from sweeps.build import check_fit, example_batch, make_model
+from sweeps.build import check_fit, example_batch, load_weights, make_model
 from sweeps.cluster import connect_ray, trial_resources
 from sweeps.config import ConfigError, flatten, layer_names_for, validate_values
 from sweeps.data import build_data
@@ -56,6 +56,8 @@ def validate(cfg: dict) -> None:
         raise
     except ValueError as err:  # the data and model builders name the key in their messages
         raise ConfigError(str(err)) from None
+    if cfg["model"]["checkpoint"]:
+        load_weights(model, str(Path(cfg["model"]["checkpoint"]).expanduser()))
     check_fit(cfg, model, data)
     prunable = analyze_network(model, example_batch(data)).prunable_layer_names
     for point in points:
@@ -203,7 +205,8 @@ def _summarize(base: dict, folder: Path, failed: int) -> SweepOutcome:
     )
     keys = [*flatten(base["sweep"]["grid"]), "seed"]
     rows = [_table_row(run, keys) for run in runs if "final_learnables" in run.data.metrics]
-    table = pd.DataFrame(rows, columns=["trial", *keys, *RESULT_COLUMNS]).sort_values("trial", ignore_index=True)
+    table = pd.DataFrame(rows, columns=["trial", *keys, *RESULT_COLUMNS])
+    table = table.sort_values(base["sweep"]["metric"], ascending=base["sweep"]["mode"] == "min", ignore_index=True)
     front = pareto_front(table) if len(table) else table
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=parent):

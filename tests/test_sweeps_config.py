@@ -110,3 +110,26 @@ def test_pareto_front_keeps_only_undominated_trials():
         }
     )
     assert pareto_front(table)["trial"].tolist() == ["c", "b", "e"]
+
+
+def test_model_checkpoint_is_loaded_instead_of_training_and_checked_before_running(tmp_path):
+    import torch
+
+    from sweeps.baseline import prepare_baseline
+    from sweeps.build import make_model
+    from sweeps.data import build_data
+
+    cfg = compose_config("sweep=single")
+    data = build_data(cfg["data"])
+    weights = make_model(cfg, data).state_dict()
+    torch.save(weights, tmp_path / "mine.pt")
+    cfg = compose_config("sweep=single", f"model.checkpoint={tmp_path / 'mine.pt'}")
+    validate(cfg)
+    baseline = prepare_baseline(cfg, data, tmp_path / "baselines", "cpu")
+    loaded = torch.load(baseline.path, weights_only=True)
+    assert all(torch.equal(loaded[k], weights[k]) for k in weights)  # loaded, not trained
+    torch.save(make_model(compose_config("model=resnet20"), data).state_dict(), tmp_path / "other.pt")
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    for name in ("other.pt", "corrupt.pt", "missing.pt"):
+        with pytest.raises(ConfigError, match=r"model\.checkpoint="):
+            validate(compose_config("sweep=single", f"model.checkpoint={tmp_path / name}"))
