@@ -11,8 +11,6 @@ which cancels slow drifts of the machine. Target: <= 1.10.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -21,10 +19,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from bench.common import machine, write_report
 from prune_core import TaylorPrunableNetwork
 from prune_core.models import DigitsCNN, SequenceCNN
-
-RESULTS = Path(__file__).parent / "results" / "scoring_overhead.json"
 
 
 def cases(smoke: bool) -> dict[str, tuple]:
@@ -85,26 +82,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=60)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     repeats, warmup = (3, 1) if args.smoke else (args.repeats, 5)
     torch.manual_seed(0)
     rows = {name: measure(model, shape, device, repeats, warmup) for name, (model, shape) in cases(args.smoke).items()}
-    report = {
-        "benchmark": "scoring_overhead",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-        "results": rows,
-    }
+    report = {"benchmark": "scoring_overhead", **machine(device), "results": rows}
     for name, row in rows.items():
         print(f"{name:14s} plain {row['plain_ms']:8.2f} ms  scoring {row['scoring_ms']:8.2f} ms", end="  ")
         print(f"ratio {row['ratio']:.3f}")
     if not args.smoke:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
+        write_report("scoring_overhead", device, rows, args.out)
     return report
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,10 @@ def trial_device(cfg: dict) -> str:
 def run_trial(params: dict[str, Any], base: dict) -> None:
     """Ray Tune function trainable: ``params`` are the trial's grid values, ``base`` the sweep config."""
     import mlflow
+    from mlflow import MlflowClient
     from ray import tune
 
+    trial_start = time.perf_counter()
     cfg, sweep = trial_config(base, params), base["_sweep"]
     uri, trial_id = sweep["tracking_uri"], tune.get_context().get_trial_id()
     mlflow.set_tracking_uri(uri)
@@ -66,8 +69,11 @@ def run_trial(params: dict[str, Any], base: dict) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"prune-trial-{trial_id}-"))
     (workdir / "pruning").mkdir()
 
+    reporting_seconds = 0.0
+
     def report(result: IterationResult) -> None:
-        row = result.row
+        nonlocal reporting_seconds
+        start, row = time.perf_counter(), result.row
         tracking.log_steps(uri, run_id, [row], "iteration", ITERATION_METRICS, logged_iteration)
         tracking.log_steps(uri, run_id, result.training_rows, "iteration", {"loss": "train_loss"}, logged_batch)
         folder = workdir / f"report_{row['iteration']:03d}"
@@ -75,8 +81,10 @@ def run_trial(params: dict[str, Any], base: dict) -> None:
         shutil.copyfile(result.checkpoint, folder / CHECKPOINT_FILE)
         tune.report(_iteration_metrics(row), checkpoint=tune.Checkpoint.from_directory(str(folder)))
         shutil.rmtree(folder, ignore_errors=True)
+        reporting_seconds += time.perf_counter() - start
 
     try:
+        compress_start = time.perf_counter()
         pruned, info = compress_network(
             model,
             data.train,
@@ -94,8 +102,13 @@ def run_trial(params: dict[str, Any], base: dict) -> None:
             callbacks=[report],
             resume_from=_restored_checkpoint(workdir),
         )
+        compress_seconds = time.perf_counter() - compress_start - reporting_seconds
         final = _record_result(cfg, run_id, model, pruned, info, example_batch(data))
-        tune.report(final)
+        # compress_seconds: pruning and fine-tuning only (the per-iteration Tune/MLflow reporting excluded)
+        timing = {"compress_seconds": compress_seconds, "trial_seconds": time.perf_counter() - trial_start}
+        tracking.with_retries(MlflowClient(uri).log_batch, run_id, metrics=_metrics(timing))
+        tracking.with_retries(MlflowClient(uri).set_terminated, run_id)
+        tune.report({**final, **timing})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -187,7 +200,6 @@ def _record_result(cfg: dict, run_id: str, original, pruned, info, example: torc
     if cfg["tracking"]["log_models"]:
         with mlflow.start_run(run_id=run_id):
             _log_model(pruned.eval(), example)
-    tracking.with_retries(client.set_terminated, run_id)
     return {**final, "stop_reason": info.stop_reason, "mlflow_run_id": run_id}
 
 
@@ -201,8 +213,6 @@ def _final_accuracy(info) -> float:
 
 
 def _metrics(values: dict[str, float]):
-    import time
-
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)

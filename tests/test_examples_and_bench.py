@@ -15,3 +15,22 @@ def test_scoring_overhead_benchmark_smoke():
     report = scoring_overhead.main(["--smoke"])
     row = report["results"]["digits_cnn"]
     assert row["plain_ms"] > 0 and row["scoring_ms"] > 0
+
+
+def test_speedup_benchmark_smoke():
+    from bench import speedup
+
+    report = speedup.main(["--smoke"])
+    for name in speedup.MODELS:
+        row = report["results"][name]
+        assert 0 < row["learnables_ratio"] < 1
+        assert 0 < row["batch_1"]["macs_ratio"] < 1 and row["batch_1"]["latency_ratio"] > 0
+
+
+def test_mnist1d_benchmark_smoke():
+    from bench import mnist1d
+
+    results = mnist1d.main(["anchor", "--smoke"])
+    run = results["runs"][0]
+    assert run["reduction"] >= 0.8 - 1e-9 and 0 <= run["pruned_test_accuracy"] <= 100
+    assert results["summary"]["runs"] == 1

@@ -66,6 +66,7 @@ def _check_sweep_record(uri: str, outcome, n_trials: int) -> None:
         batches = [m.step for m in client.get_metric_history(run_id, "train_loss")]
         assert batches == sorted(set(batches)) and len(batches) >= steps[-1]
         assert data.metrics["final_reduction"] >= 0.4 - 1e-9
+        assert 0 < data.metrics["compress_seconds"] < data.metrics["trial_seconds"]
         pruned = mlflow.pytorch.load_model(f"runs:/{run_id}/pruned_model")
         out = pruned(torch.rand(3, 1, 8, 8))
         assert out.shape == (3, 10)

@@ -1,0 +1,34 @@
+"""What every benchmark report carries: the machine, versions, date; and where results go."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine(device: torch.device) -> dict:
+    """The device, CPU count, torch threads and versions a figure was measured with."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {
+        "device": name,
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def write_report(name: str, device: torch.device, results: dict, out: Path | None = None) -> dict:
+    """``{"benchmark": name, **machine, "results": results}`` written to ``bench/results/<name>.json``."""
+    report = {"benchmark": name, **machine(device), "results": results}
+    path = out or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,78 @@
+"""Real speed-ups: inference latency of pruned torchvision networks against their MACs reduction.
+
+For resnet18 and mobilenet_v2, 50% of the prunable filters are removed (L1 ranking: which
+filters go does not change the cost), the network is extracted with ``to_module`` and both
+networks are timed (median of repeated eval-mode forwards, batch 1 and 32, 224x224). Target:
+latency ratio (pruned / original) within 1.25x of the MACs ratio.
+
+    python -m bench.speedup            # writes bench/results/speedup.json
+    python -m bench.speedup --smoke    # seconds; used by the tests
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torchvision
+
+from bench.common import write_report
+from prune_core import TaylorPrunableNetwork, network_metrics
+
+MODELS = ("resnet18", "mobilenet_v2")
+
+
+def prune_half(model: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
+    """Remove 50% of the prunable filters (rounded down) and extract the smaller network."""
+    pnet = TaylorPrunableNetwork(model, example, criterion="l1")
+    remaining = pnet.num_prunables // 2
+    while remaining > 0:
+        remaining -= pnet.update_prunables(max_to_prune=min(remaining, 64))
+    return pnet.to_module().eval()
+
+
+def measure(name: str, batches: tuple[int, ...], size: int, repeats: int, device: torch.device) -> dict:
+    model = torchvision.models.get_model(name, weights=None).eval()
+    pruned = prune_half(model, torch.randn(1, 3, size, size))
+    rows = {}
+    for batch in batches:
+        x = torch.randn(batch, 3, size, size)
+        before = network_metrics(model, x, device, repeats=repeats)
+        after = network_metrics(pruned, x, device, repeats=repeats)
+        macs_ratio, latency_ratio = after.macs / before.macs, after.latency_ms / before.latency_ms
+        rows[f"batch_{batch}"] = {
+            "original_latency_ms": before.latency_ms,
+            "pruned_latency_ms": after.latency_ms,
+            "macs_ratio": macs_ratio,
+            "latency_ratio": latency_ratio,
+            "latency_over_macs": latency_ratio / macs_ratio,
+            "target_met": latency_ratio <= 1.25 * macs_ratio,
+        }
+    return {"learnables_ratio": after.learnables / before.learnables, **rows}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    batches, size, repeats = ((1, 2), 64, 2) if args.smoke else ((1, 32), 224, args.repeats)
+    results = {name: measure(name, batches, size, repeats, device) for name in MODELS}
+    for name, row in results.items():
+        for key, cell in row.items():
+            if key.startswith("batch_"):
+                times = f"{cell['original_latency_ms']:.1f} -> {cell['pruned_latency_ms']:.1f} ms"
+                print(
+                    f"{name:13s} {key:9s} MACs ratio {cell['macs_ratio']:.3f}  "
+                    f"latency ratio {cell['latency_ratio']:.3f}  ({times})"
+                )
+    if not args.smoke:
+        write_report("speedup" if device.type == "cpu" else "speedup_gpu", device, results)
+    return {"benchmark": "speedup", "results": results}
+
+
+if __name__ == "__main__":
+    main()
