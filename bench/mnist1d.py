@@ -61,17 +61,37 @@ def baseline(seed: int, budget: Budget) -> tuple[dict, float]:
     train = splits(budget.samples)[0]
     torch.manual_seed(seed)
     model = SequenceCNN(width=budget.width)
-    options = TrainingOptions(
+    # step schedule: most epochs at 2e-3, the last sixth at 2e-4 (Adam)
+    for learn_rate, epochs in (
+        (2e-3, budget.baseline_epochs - budget.baseline_epochs // 6),
+        (2e-4, budget.baseline_epochs // 6),
+    ):
+        if epochs:
+            options = TrainingOptions(
+                solver="adam",
+                initial_learn_rate=learn_rate,
+                l2_regularization=0.0,
+                mini_batch_size=budget.batch,
+                max_epochs=epochs,
+                device="cpu",
+                seed=seed,
+            )
+            train_network(model, train, "crossentropy", options)
+    return model.state_dict(), test_accuracy(model, budget)
+
+
+def finetune_options(budget: Budget, seed: int, **extra) -> TrainingOptions:
+    """The fine-tuning settings every pruning method gets per pruning iteration (Adam, 5e-4)."""
+    return TrainingOptions(
         solver="adam",
-        initial_learn_rate=2e-3,
+        initial_learn_rate=5e-4,
         l2_regularization=0.0,
         mini_batch_size=budget.batch,
-        max_epochs=budget.baseline_epochs,
+        max_epochs=budget.finetune_epochs,
         device="cpu",
         seed=seed,
+        **extra,
     )
-    train_network(model, train, "crossentropy", options)
-    return model.state_dict(), test_accuracy(model, budget)
 
 
 def prune_run(seed: int, goal: float, criterion: str, budget: Budget) -> dict:
@@ -80,17 +100,7 @@ def prune_run(seed: int, goal: float, criterion: str, budget: Budget) -> dict:
     model = SequenceCNN(width=budget.width)
     model.load_state_dict(weights)
     train, val, _ = splits(budget.samples)
-    options = TrainingOptions(
-        solver="adam",
-        initial_learn_rate=5e-4,
-        l2_regularization=0.0,
-        mini_batch_size=budget.batch,
-        max_epochs=budget.finetune_epochs,
-        validation_data=val,
-        validation_frequency=10**9,
-        device="cpu",
-        seed=seed,
-    )
+    options = finetune_options(budget, seed, validation_data=val, validation_frequency=10**9)
     start = time.perf_counter()
     pruned, info = compress_network(
         model,

@@ -34,3 +34,24 @@ def test_mnist1d_benchmark_smoke():
     run = results["runs"][0]
     assert run["reduction"] >= 0.8 - 1e-9 and 0 <= run["pruned_test_accuracy"] <= 100
     assert results["summary"]["runs"] == 1
+
+
+def test_torch_pruning_peer_benchmark_smoke():
+    from bench import peer_torch_pruning
+
+    results = peer_torch_pruning.main(["--smoke", "--goal", "0.5"])
+    run = results["runs"][0]
+    ours, peer = run["ours"], run["torch_pruning"]
+    assert ours["reduction"] >= 0.5 - 1e-9
+    assert abs(peer["learnables"] - ours["learnables"]) <= 0.1 * ours["learnables"]  # matched by bisection
+
+
+def test_sweep_overhead_benchmark_smoke():
+    from bench import sweep_overhead
+
+    results = sweep_overhead.main(["--smoke"])
+    for key in ("two_concurrent", "one_at_a_time"):
+        run = results[key]
+        assert run["trials"] == 2 and run["failed"] == 0
+        assert 0 < run["compress_s_mean"] < run["trial_s_mean"] < run["wall_s"]
+    assert results["throughput_gain"] > 0

@@ -1,0 +1,89 @@
+"""Sweep orchestration cost and concurrency: the embedded default sweep (8 trials) run with 2
+concurrent trials and with 1, on the same machine, one after the other.
+
+Orchestration cost per trial = (sweep wall time x concurrent trials - time spent inside
+compress_network, summed over trials) / trials: every trial-slot second not spent pruning or
+fine-tuning (Ray start-up, worker start, data and model building, MLflow runs, tables, plots and
+model logging, idle slots), set against a 60 s trial. Throughput gain = wall time with 1 concurrent
+trial / wall time with 2. The baseline is trained once beforehand (it is cached, as in real sweeps).
+
+    python -m bench.sweep_overhead            # writes bench/results/sweep_overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import ray
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from bench.common import write_report
+from sweeps.cli import CONFIG_DIR
+from sweeps.runner import run_sweep
+
+
+def config(output_dir: Path, *overrides: str) -> dict:
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"output_dir={output_dir}", *overrides])
+        return OmegaConf.to_container(cfg, resolve=True)
+
+
+def timed_sweep(output_dir: Path, concurrent: int, extra: list[str]) -> dict:
+    cfg = config(output_dir, f"ray.max_concurrent_trials={concurrent}", f"name=concurrency{concurrent}", *extra)
+    start = time.perf_counter()
+    outcome = run_sweep(cfg)
+    wall = time.perf_counter() - start
+    ray.shutdown()
+    runs = mlflow.MlflowClient(outcome.tracking_uri).search_runs(
+        [mlflow.MlflowClient(outcome.tracking_uri).get_experiment_by_name(cfg["name"]).experiment_id],
+        filter_string="tags.`prune_sweep.role` = 'trial'",
+    )
+    compress = [r.data.metrics["compress_seconds"] for r in runs]
+    trials = [r.data.metrics["trial_seconds"] for r in runs]
+    return {
+        "concurrent": concurrent,
+        "trials": len(runs),
+        "failed": outcome.failed_trials,
+        "wall_s": wall,
+        "compress_s_mean": sum(compress) / len(compress),
+        "trial_s_mean": sum(trials) / len(trials),
+        "orchestration_s_per_trial": (wall * concurrent - sum(compress)) / len(runs),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args(argv)
+    data = ["data.max_train_samples=96", "finetune.baseline_epochs=1"] if args.smoke else []
+    grid = ["sweep=single", "+sweep.grid.prune.reduction_increment=[0.3,0.6]"] if args.smoke else []
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder)
+        run_sweep(config(output, "name=warmup", "sweep=single", *data))  # trains and caches the baseline
+        ray.shutdown()
+        two = timed_sweep(output, 2, data + grid)
+        one = timed_sweep(output, 1, data + grid)
+    results = {
+        "two_concurrent": two,
+        "one_at_a_time": one,
+        "throughput_gain": one["wall_s"] / two["wall_s"],
+        "orchestration_share_of_60s_trial": two["orchestration_s_per_trial"] / 60.0,
+    }
+    print(
+        f"{two['trials']} trials: {one['wall_s']:.1f} s one at a time, {two['wall_s']:.1f} s two at a time "
+        f"(gain {results['throughput_gain']:.2f}x); orchestration {two['orchestration_s_per_trial']:.1f} s per trial "
+        f"({100 * results['orchestration_share_of_60s_trial']:.1f}% of a 60 s trial)"
+    )
+    if not args.smoke:
+        write_report("sweep_overhead", torch.device("cpu"), results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
