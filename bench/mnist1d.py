@@ -6,6 +6,7 @@ published seed): train a baseline per seed, then ``compress_network`` it.
 
     python -m bench.mnist1d anchor      # goal 0.8: >= 80% fewer learnables, <= 1.0 point test drop
     python -m bench.mnist1d ablation    # taylor vs l1 vs random at 30/50/70% reduction
+    python -m bench.mnist1d oneshot     # the same criteria, one pruning step and no fine-tuning
     python -m bench.mnist1d anchor --smoke
 """
 
@@ -20,7 +21,7 @@ from functools import cache
 import torch
 
 from bench.common import write_report
-from prune_core import TrainingOptions, compress_network
+from prune_core import TaylorPrunableNetwork, TrainingOptions, compress_network
 from prune_core.data import load_mnist1d_tensors
 from prune_core.models import SequenceCNN
 from prune_core.train import as_loader, evaluate, resolve_loss, train_network
@@ -126,6 +127,36 @@ def prune_run(seed: int, goal: float, criterion: str, budget: Budget) -> dict:
     }
 
 
+def oneshot_run(seed: int, goal: float, criterion: str, budget: Budget) -> dict:
+    """Prune the seed's baseline once to the goal, without fine-tuning: the criterion alone decides.
+
+    Taylor scores are accumulated over one pass of the training set (model in train mode, no
+    weight updates).
+    """
+    weights, base_acc = baseline(seed, budget)
+    model = SequenceCNN(width=budget.width)
+    model.load_state_dict(weights)
+    train = splits(budget.samples)[0]
+    pnet = TaylorPrunableNetwork(model, train[0][:1], criterion=criterion)
+    torch.manual_seed(seed)
+    if criterion == "taylor":
+        pnet.train()
+        loss = resolve_loss("crossentropy")
+        for x, y in as_loader(train, finetune_options(budget, seed), train=True):
+            out, acts = pnet.forward_with_activations(x)
+            pnet.update_score(acts, torch.autograd.grad(loss(out, y), acts))
+    pnet.prune_to_learnables(int(pnet.learnables * (1 - goal)))
+    pruned = pnet.to_module().eval()
+    return {
+        "seed": seed,
+        "goal": goal,
+        "criterion": criterion,
+        "baseline_test_accuracy": base_acc,
+        "pruned_test_accuracy": test_accuracy(pruned, budget),
+        "reduction": 1 - pnet.learnables / sum(p.numel() for p in model.parameters()),
+    }
+
+
 def summarize(rows: list[dict]) -> dict:
     drops = [r["baseline_test_accuracy"] - r["pruned_test_accuracy"] for r in rows]
     return {
@@ -140,7 +171,7 @@ def summarize(rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=("anchor", "ablation"))
+    parser.add_argument("experiment", choices=("anchor", "ablation", "oneshot"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
@@ -155,8 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"{s['pruned_mean']:.2f}% (drop {s['drop_mean']:.2f} +- {s['drop_std']:.2f} points, {s['runs']} seeds)"
         )
     else:
+        run = prune_run if args.experiment == "ablation" else oneshot_run
         rows = [
-            prune_run(seed, goal, criterion, budget)
+            run(seed, goal, criterion, budget)
             for goal in (0.3, 0.5, 0.7)
             for criterion in ("taylor", "l1", "random")
             for seed in seeds
