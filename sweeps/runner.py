@@ -177,7 +177,7 @@ def _run_trials(base: dict, folder: Path) -> SweepOutcome:
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(base),
-            tune_config=tune.TuneConfig(max_concurrent_trials=base["ray"]["max_concurrent_trials"]),
+            tune_config=tune.TuneConfig(max_concurrent_trials=base["ray"]["max_concurrent_trials"], reuse_actors=True),
             run_config=tune.RunConfig(
                 name=TUNE_FOLDER,
                 storage_path=str(storage),
