@@ -42,6 +42,7 @@ def prepare_baseline(cfg: dict, data: DataBundle, folder: Path, device: str) -> 
     if weights.is_file() and meta.is_file():
         info = json.loads(meta.read_text())
         return Baseline(weights, info["metrics"], info["learnables"], cached=True)
+    torch.manual_seed(BASELINE_SEED)  # the same weights whatever ran before in this process
     model = make_model(cfg, data)
     options = training_options(cfg, data, device, BASELINE_SEED, baseline=True)
     if cfg["model"]["checkpoint"]:

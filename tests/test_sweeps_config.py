@@ -133,3 +133,21 @@ def test_model_checkpoint_is_loaded_instead_of_training_and_checked_before_runni
     for name in ("other.pt", "corrupt.pt", "missing.pt"):
         with pytest.raises(ConfigError, match=r"model\.checkpoint="):
             validate(compose_config("sweep=single", f"model.checkpoint={tmp_path / name}"))
+
+
+def test_baseline_does_not_depend_on_the_global_random_state(tmp_path):
+    import torch
+
+    from sweeps.baseline import prepare_baseline
+    from sweeps.data import build_data
+
+    cfg = compose_config("sweep=single", "finetune.baseline_epochs=1", "data.max_train_samples=100")
+    data = build_data(cfg["data"])
+    weights = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        baseline = prepare_baseline(cfg, data, tmp_path / f"run{seed}", "cpu")
+        assert not baseline.cached
+        weights.append(torch.load(baseline.path, weights_only=True))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert prepare_baseline(cfg, data, tmp_path / "run1", "cpu").cached
