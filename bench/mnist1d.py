@@ -23,6 +23,7 @@ import torch
 from bench.common import write_report
 from prune_core import TaylorPrunableNetwork, TrainingOptions, compress_network
 from prune_core.data import load_mnist1d_tensors
+from prune_core.metrics import learnable_parameters
 from prune_core.models import SequenceCNN
 from prune_core.train import as_loader, evaluate, resolve_loss, train_network
 
@@ -95,6 +96,17 @@ def finetune_options(budget: Budget, seed: int, **extra) -> TrainingOptions:
     )
 
 
+def _outcome(seed: int, goal: float, criterion: str, base_acc: float, pruned: torch.nn.Module, budget: Budget) -> dict:
+    """The fields every run reports: its settings and the test accuracy before and after pruning."""
+    return {
+        "seed": seed,
+        "goal": goal,
+        "criterion": criterion,
+        "baseline_test_accuracy": base_acc,
+        "pruned_test_accuracy": test_accuracy(pruned, budget),
+    }
+
+
 def prune_run(seed: int, goal: float, criterion: str, budget: Budget) -> dict:
     """One compress_network run from the seed's baseline; test accuracy before and after."""
     weights, base_acc = baseline(seed, budget)
@@ -114,11 +126,7 @@ def prune_run(seed: int, goal: float, criterion: str, budget: Budget) -> dict:
         verbosity_level="off",
     )
     return {
-        "seed": seed,
-        "goal": goal,
-        "criterion": criterion,
-        "baseline_test_accuracy": base_acc,
-        "pruned_test_accuracy": test_accuracy(pruned, budget),
+        **_outcome(seed, goal, criterion, base_acc, pruned, budget),
         "original_learnables": info.original_learnables,
         "learnables": info.learnables,
         "reduction": info.reduction,
@@ -148,12 +156,8 @@ def oneshot_run(seed: int, goal: float, criterion: str, budget: Budget) -> dict:
     pnet.prune_to_learnables(int(pnet.learnables * (1 - goal)))
     pruned = pnet.to_module().eval()
     return {
-        "seed": seed,
-        "goal": goal,
-        "criterion": criterion,
-        "baseline_test_accuracy": base_acc,
-        "pruned_test_accuracy": test_accuracy(pruned, budget),
-        "reduction": 1 - pnet.learnables / sum(p.numel() for p in model.parameters()),
+        **_outcome(seed, goal, criterion, base_acc, pruned, budget),
+        "reduction": 1 - pnet.learnables / learnable_parameters(model),
     }
 
 

@@ -22,12 +22,9 @@ import torch
 
 from bench.common import write_report
 from bench.mnist1d import SMOKE, Budget, baseline, finetune_options, prune_run, splits, test_accuracy
+from prune_core.metrics import learnable_parameters
 from prune_core.models import SequenceCNN
 from prune_core.train import as_loader, resolve_loss, train_network
-
-
-def _learnables(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def tp_prune(model, ratio: float, steps: int, budget: Budget, seed: int, finetune: bool) -> torch.nn.Module:
@@ -68,7 +65,7 @@ def matched_ratio(weights: dict, target: int, steps: int, budget: Budget, seed: 
         mid = (lo + hi) / 2
         model = SequenceCNN(width=budget.width)
         model.load_state_dict(copy.deepcopy(weights))
-        if _learnables(tp_prune(model, mid, steps, budget, seed, finetune=False)) > target:
+        if learnable_parameters(tp_prune(model, mid, steps, budget, seed, finetune=False)) > target:
             lo = mid
         else:
             hi = mid
@@ -90,8 +87,8 @@ def compare(seed: int, goal: float, budget: Budget) -> dict:
         "ours": {k: ours[k] for k in ("learnables", "reduction", "pruned_test_accuracy", "seconds")},
         "torch_pruning": {
             "pruning_ratio": ratio,
-            "learnables": _learnables(pruned),
-            "reduction": 1 - _learnables(pruned) / ours["original_learnables"],
+            "learnables": learnable_parameters(pruned),
+            "reduction": 1 - learnable_parameters(pruned) / ours["original_learnables"],
             "pruned_test_accuracy": test_accuracy(pruned, budget),
             "seconds": seconds,
         },

@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prune_core.prunable import as_input_tuple
+
 
 def save_pruned(model: nn.Module, path: str | Path, example_inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> Path:
     """Export ``model`` (in eval mode) on ``example_inputs`` and write it to ``path`` (``.pt2``).
@@ -14,7 +16,7 @@ def save_pruned(model: nn.Module, path: str | Path, example_inputs: torch.Tensor
     The batch dimension stays dynamic. The file loads with torch alone, without the code that
     defined the model.
     """
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    inputs = as_input_tuple(example_inputs)
     was_training = model.training
     model.eval()
     try:

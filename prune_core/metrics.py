@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from prune_core.checks import positive_int
+from prune_core.prunable import as_input_tuple
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,9 @@ class NetworkMetrics:
         return asdict(self)
 
 
-def _as_tuple(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+def learnable_parameters(model: nn.Module) -> int:
+    """Number of parameters of ``model`` that require gradients."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _sync(device: torch.device) -> None:
@@ -59,7 +61,7 @@ def network_metrics(
     first = next(model.parameters(), None)
     original_device = first.device if first is not None else torch.device("cpu")
     device = original_device if device is None else torch.device(device)
-    inputs = tuple(x.to(device) for x in _as_tuple(example_inputs))
+    inputs = tuple(x.to(device) for x in as_input_tuple(example_inputs))
     was_training = model.training
     model.to(device).eval()
     try:
@@ -77,7 +79,7 @@ def network_metrics(
     finally:
         model.to(original_device).train(was_training)
     return NetworkMetrics(
-        learnables=sum(p.numel() for p in params),
+        learnables=learnable_parameters(model),
         parameter_memory_mb=sum(p.numel() * p.element_size() for p in params) / 2**20,
         macs=counter.get_total_flops() // 2,
         latency_ms=1000 * statistics.median(times),

@@ -39,7 +39,8 @@ def _capture_point(module: nn.Module, args: tuple, output: torch.Tensor) -> torc
     return output.clone() if module._prune_capture == _CAPTURE_COPY else None
 
 
-def _as_tuple(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+def as_input_tuple(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Example inputs given as one tensor or a sequence of tensors, as a tuple of positional inputs."""
     return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
 
 
@@ -82,14 +83,14 @@ class TaylorPrunableNetwork(nn.Module):
         super().__init__()
         self.criterion = importance.check_criterion(criterion)
         self.model = copy.deepcopy(model)
-        self.graph: ChannelGraph = trace_channels(self.model, _as_tuple(example_inputs))
+        self.graph: ChannelGraph = trace_channels(self.model, as_input_tuple(example_inputs))
         self._groups = self._select_groups(layer_names)
         for i, root in enumerate(self._groups):
             self.register_buffer(f"keep_{i}", torch.ones(self.graph.spaces.units(root), dtype=torch.bool))
         self._layers = [name for name in self.graph.convs if self._group_of(name) is not None]
         self._install_hooks()
         self._copy_points: set[str] = set()
-        self._find_overwritten_points(_as_tuple(example_inputs))
+        self._find_overwritten_points(as_input_tuple(example_inputs))
         self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_masks())
         self._score_sum: list[torch.Tensor] | None = None
         self._score_batches = 0

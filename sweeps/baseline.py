@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from prune_core.metrics import learnable_parameters
 from prune_core.train import as_loader, evaluate, resolve_loss, train_network
 from sweeps.build import load_weights, make_model, training_options
 from sweeps.data import DataBundle
@@ -60,6 +61,6 @@ def prepare_baseline(cfg: dict, data: DataBundle, folder: Path, device: str) -> 
     tmp = weights.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     tmp.replace(weights)
-    learnables = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    learnables = learnable_parameters(model)
     meta.write_text(json.dumps({"metrics": metrics, "learnables": learnables, "config": cfg["model"]}, indent=1))
     return Baseline(weights, metrics, learnables, cached=False)

@@ -59,11 +59,10 @@ def _check_resources(cfg: dict, resources: dict[str, float]) -> None:
         )
 
 
-def trial_resources(cfg: dict) -> dict[str, float]:
-    """What one trial reserves: ``cpus_per_trial`` CPUs and its GPU share (none on a GPU-less fallback)."""
-    import ray
-
+def trial_resources(cfg: dict, resources: dict[str, float]) -> dict[str, float]:
+    """What one trial reserves on a cluster with ``resources`` (from :func:`connect_ray`):
+    ``cpus_per_trial`` CPUs and its GPU share (none on a GPU-less fallback)."""
     gpus = cfg["ray"]["gpus_per_trial"]
-    if gpus and ray.cluster_resources().get("GPU", 0.0) == 0:
+    if gpus and resources.get("GPU", 0.0) == 0:
         gpus = 0  # allowed by ray.allow_cpu_fallback (checked in connect_ray)
     return {"cpu": cfg["ray"]["cpus_per_trial"], "gpu": gpus}

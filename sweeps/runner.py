@@ -22,7 +22,7 @@ from sweeps.baseline import prepare_baseline
 from sweeps.build import check_fit, example_batch, load_weights, make_model
 from sweeps.cluster import connect_ray, trial_resources
 from sweeps.config import ConfigError, flatten, layer_names_for, validate_values
-from sweeps.data import build_data
+from sweeps.data import DataBundle, build_data
 from sweeps.report import RESULT_COLUMNS, accuracy_vs_learnables_figure, pareto_front
 from sweeps.space import grid_points, param_space, trial_config
 from sweeps.trial import run_trial
@@ -42,8 +42,11 @@ class SweepOutcome:
     failed_trials: int
 
 
-def validate(cfg: dict) -> None:
-    """Everything checkable before Ray starts: values, every grid point, model/data fit, layer names."""
+def validate(cfg: dict) -> DataBundle:
+    """Everything checkable before Ray starts: values, every grid point, model/data fit, layer names.
+
+    Returns the data set, built once here for the driver's own use (the baseline).
+    """
     validate_values(cfg)
     tracking.tracking_uri(cfg, Path(cfg["output_dir"]))
     points = [trial_config(cfg, params) for params in grid_points(cfg)]
@@ -62,6 +65,7 @@ def validate(cfg: dict) -> None:
     prunable = analyze_network(model, example_batch(data)).prunable_layer_names
     for point in points:
         layer_names_for(point, prunable)
+    return data
 
 
 def find_sweep(cfg: dict) -> Path:
@@ -86,23 +90,22 @@ def run_sweep(cfg: dict) -> SweepOutcome:
         base = json.loads((folder / CONFIG_FILE).read_text())
         tracking.check_reachable(base["_sweep"]["tracking_uri"])
         print(f"Resuming sweep {folder}", flush=True)
-        connect_ray(base)
+        resources = connect_ray(base)
     else:
-        validate(cfg)
+        data = validate(cfg)
         output_dir = Path(cfg["output_dir"]).expanduser().resolve()
         uri = tracking.tracking_uri(cfg, output_dir)
         tracking.check_reachable(uri)
-        connect_ray(cfg)
-        base, folder = _start(cfg, output_dir, uri)
-    return _run_trials(base, folder)
+        resources = connect_ray(cfg)
+        base, folder = _start(cfg, data, output_dir, uri)
+    return _run_trials(base, folder, resources)
 
 
-def _start(cfg: dict, output_dir: Path, uri: str) -> tuple[dict, Path]:
+def _start(cfg: dict, data: DataBundle, output_dir: Path, uri: str) -> tuple[dict, Path]:
     """Baseline, experiment, parent run and sweep folder of a new sweep."""
     sweep_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     folder = output_dir / cfg["name"] / sweep_id
     folder.mkdir(parents=True)
-    data = build_data(cfg["data"])
     device = cfg["finetune"]["device"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -132,44 +135,37 @@ def _start(cfg: dict, output_dir: Path, uri: str) -> tuple[dict, Path]:
     return base, folder
 
 
-def _parent_run(cfg: dict, uri: str, experiment: str, sweep_id: str, baseline, data) -> str:
+def _parent_run(cfg: dict, uri: str, experiment: str, sweep_id: str, baseline, data: DataBundle) -> str:
     import mlflow
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
 
     mlflow.set_tracking_uri(uri)
     tags = {tracking.SWEEP_TAG: sweep_id, "prune_sweep.role": "sweep"}
     with mlflow.start_run(experiment_id=experiment, run_name=f"{cfg['name']}-{sweep_id}", tags=tags) as run:
         mlflow.log_dict(cfg, "config.json")
         mlflow.log_dict({"grid": cfg["sweep"]["grid"], "seeds": cfg["sweep"]["seeds"]}, "grid.json")
-        mlflow.log_params({k: str(v)[:6000] for k, v in flatten(cfg).items() if not k.startswith("sweep.grid")})
+        params = {k: v for k, v in flatten(cfg).items() if not k.startswith("sweep.grid")}
+        tracking.log_params(uri, run.info.run_id, params)
         mlflow.log_metrics(
-            {"baseline_learnables": baseline.learnables, "baseline_val_accuracy": baseline.metrics["accuracy"]}
+            {
+                "baseline_learnables": baseline.learnables,
+                "baseline_val_accuracy": baseline.metrics["accuracy"],
+                "baseline_val_loss": baseline.metrics["loss"],
+            }
         )
-        mlflow.log_metric("baseline_val_loss", baseline.metrics["loss"])
         if cfg["tracking"]["log_models"]:
             model = make_model(cfg, data)
             model.load_state_dict(torch.load(baseline.path, map_location="cpu", weights_only=True))
-            example = example_batch(data)
-            with torch.no_grad():
-                signature = infer_signature(example.numpy(), model.eval()(example).numpy())
-            mlflow.pytorch.log_model(
-                model,
-                name="baseline_model",
-                signature=signature,
-                input_example=example.numpy(),
-                pip_requirements=tracking.model_requirements(),
-            )
+            tracking.log_model(model, example_batch(data), "baseline_model")
         run_id = run.info.run_id
     mlflow.MlflowClient(uri).set_terminated(run_id, "RUNNING")
     return run_id
 
 
-def _run_trials(base: dict, folder: Path) -> SweepOutcome:
+def _run_trials(base: dict, folder: Path, resources: dict[str, float]) -> SweepOutcome:
     from ray import tune
 
     storage = Path(base["ray"]["storage_path"] or folder / "ray").expanduser().resolve()
-    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base), trial_resources(base))
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base), trial_resources(base, resources))
     tune_path = storage / TUNE_FOLDER
     if tune.Tuner.can_restore(str(tune_path)):
         tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)

@@ -107,11 +107,42 @@ def log_steps(uri: str, run_id: str, rows: list[dict], step_key: str, names: dic
         with_retries(client.log_batch, run_id, metrics=metrics[start : start + 900])
 
 
-def model_requirements() -> list[str]:
-    """What a logged model needs (given, so MLflow skips its slow requirement inference)."""
-    import torch
+def log_metrics(uri: str, run_id: str, values: dict[str, float]) -> None:
+    """Single-valued metrics (step 0), e.g. a trial's final figures."""
+    log_steps(uri, run_id, [{"step": 0, **values}], "step", {name: name for name in values}, after=-1)
 
-    return [f"torch=={torch.__version__.split('+')[0]}"]
+
+def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
+    """Parameters as strings (cut to the store's 6000-character limit), in batches with retries."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+    client = MlflowClient(uri)
+    for start in range(0, len(items), 90):  # stores cap one batch at 100 params
+        with_retries(client.log_batch, run_id, params=items[start : start + 90])
+
+
+def log_model(model: Any, example: Any, name: str) -> None:
+    """``mlflow.pytorch.log_model`` into the active run, with signature and input example.
+
+    The requirements are given (torch only) so MLflow skips its slow requirement inference.
+    """
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    model.eval()
+    with torch.no_grad():
+        signature = infer_signature(example.numpy(), model(example).numpy())
+    with_retries(
+        mlflow.pytorch.log_model,
+        model,
+        name=name,
+        signature=signature,
+        input_example=example.numpy(),
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+    )
 
 
 def log_table(uri: str, run_id: str, table: pd.DataFrame, artifact_file: str) -> None:

@@ -106,7 +106,7 @@ def run_trial(params: dict[str, Any], base: dict) -> None:
         final = _record_result(cfg, run_id, model, pruned, info, example_batch(data))
         # compress_seconds: pruning and fine-tuning only (the per-iteration Tune/MLflow reporting excluded)
         timing = {"compress_seconds": compress_seconds, "trial_seconds": time.perf_counter() - trial_start}
-        tracking.with_retries(MlflowClient(uri).log_batch, run_id, metrics=_metrics(timing))
+        tracking.log_metrics(uri, run_id, timing)
         tracking.with_retries(MlflowClient(uri).set_terminated, run_id)
         tune.report({**final, **timing})
     finally:
@@ -153,19 +153,11 @@ def _trial_run(cfg: dict, sweep: dict, trial_id: str, trial_name: str) -> str:
         tags={**tags, **node, "mlflow.parentRunId": sweep["parent_run_id"], "prune_sweep.role": "trial"},
     )
     run_id = run.info.run_id
-    _log_params(client, run_id, flatten({k: v for k, v in cfg.items() if k != "_sweep"}))
+    tracking.log_params(uri, run_id, flatten({k: v for k, v in cfg.items() if k != "_sweep"}))
     baseline = {"iteration": 0, "learnables": sweep["baseline_learnables"], "reduction": 0.0}
     baseline |= {f"val_{k}": v for k, v in sweep["baseline_metrics"].items()}
     tracking.log_steps(uri, run_id, [baseline], "iteration", ITERATION_METRICS, after=-1)
     return run_id
-
-
-def _log_params(client, run_id: str, params: dict[str, Any]) -> None:
-    from mlflow.entities import Param
-
-    items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
-    for start in range(0, len(items), 90):
-        tracking.with_retries(client.log_batch, run_id, params=items[start : start + 90])
 
 
 def _record_result(cfg: dict, run_id: str, original, pruned, info, example: torch.Tensor) -> dict[str, Any]:
@@ -196,10 +188,10 @@ def _record_result(cfg: dict, run_id: str, original, pruned, info, example: torc
         "final_latency_ms": comparison.loc["pruned", "latency_ms"],
         "pruning_iterations": int(info.pruning_history["iteration"].max()),
     }
-    tracking.with_retries(client.log_batch, run_id, metrics=_metrics(final))
+    tracking.log_metrics(uri, run_id, final)
     if cfg["tracking"]["log_models"]:
         with mlflow.start_run(run_id=run_id):
-            _log_model(pruned.eval(), example)
+            tracking.log_model(pruned, example, "pruned_model")
     return {**final, "stop_reason": info.stop_reason, "mlflow_run_id": run_id}
 
 
@@ -210,27 +202,3 @@ def _final_accuracy(info) -> float:
     """
     history = info.pruning_history
     return float(history.loc[history["learnables"] == info.learnables, "val_accuracy"].iloc[-1])
-
-
-def _metrics(values: dict[str, float]):
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    return [Metric(k, float(v), now, 0) for k, v in values.items()]
-
-
-def _log_model(pruned, example: torch.Tensor) -> None:
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
-
-    with torch.no_grad():
-        output = pruned(example).numpy()
-    signature = infer_signature(example.numpy(), output)
-    tracking.with_retries(
-        mlflow.pytorch.log_model,
-        pruned,
-        name="pruned_model",
-        signature=signature,
-        input_example=example.numpy(),
-        pip_requirements=tracking.model_requirements(),
-    )

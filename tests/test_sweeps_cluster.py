@@ -3,7 +3,6 @@ resuming a sweep whose driver was killed."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from mlflow import MlflowClient
 
 from sweeps.runner import run_sweep
 
-from .sweep_helpers import TINY, compose_config, prune_sweep
+from .sweep_helpers import TINY, compose_config, free_port, prune_sweep
 
 RAY = str(Path(sys.executable).with_name("ray"))
 TWO_TRIALS = "+sweep.grid.prune.reduction_increment=[0.2,0.4]"
@@ -45,15 +44,9 @@ def test_logical_gpus_bound_concurrency_and_cpu_fallback_only_when_configured(tm
         ray.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def two_node_cluster(tmp_path):
-    port = _free_port()
+    port = free_port()
     head = [RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"]
     subprocess.run(head, check=True, capture_output=True, timeout=120)
     try:

@@ -1,6 +1,5 @@
 """End-to-end sweeps on a local Ray (ray.init(num_cpus=2)) and against a real MLflow server."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from mlflow import MlflowClient
 from sweeps.config import ConfigError
 from sweeps.runner import run_sweep
 
-from .sweep_helpers import TINY, compose_config
+from .sweep_helpers import TINY, compose_config, free_port
 
 ARTIFACTS = {
     "pruning_history.json",
@@ -93,15 +92,9 @@ def test_gpus_missing_from_the_cluster_fail_before_any_run(tmp_path, local_ray):
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "baselines").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--backend-store-uri", f"sqlite:///{tmp_path}/server.db"]
     command += ["--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "2"]
@@ -136,6 +129,6 @@ def test_sweep_against_a_real_mlflow_server(tmp_path, local_ray, mlflow_server):
 
 
 def test_unreachable_tracking_server_fails_before_any_run(tmp_path):
-    cfg = compose_config(*TINY, f"output_dir={tmp_path}", f"tracking.uri=http://127.0.0.1:{_free_port()}")
+    cfg = compose_config(*TINY, f"output_dir={tmp_path}", f"tracking.uri=http://127.0.0.1:{free_port()}")
     with pytest.raises(ConfigError, match="tracking.uri=.* is not reachable"):
         run_sweep(cfg)
