@@ -90,7 +90,6 @@ def batch_metrics(outputs: torch.Tensor, targets: torch.Tensor, metrics: list[st
 
 
 @torch.no_grad()
-@torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, loss: LossFn, metrics: list[str], device: torch.device) -> dict:
     """Loss and metrics over a whole loader, in eval mode (example-weighted means)."""
     was_training = model.training

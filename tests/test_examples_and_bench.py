@@ -1,7 +1,17 @@
 """The main job and the benchmark scripts run (tiny settings) so they cannot rot."""
 
-from bench import scoring_overhead
+import pytest
+import torch
+
+from bench import pruning, scoring_overhead
 from prune_core.examples import digits
+
+
+@pytest.fixture(autouse=True)
+def baseline_cache_in_tmp(tmp_path, monkeypatch):
+    """Benchmark baselines are cached in the test's folder, not the user's cache."""
+    monkeypatch.setattr(pruning, "BASELINE_CACHE", tmp_path / "baselines")
+    pruning.baseline.cache_clear()
 
 
 def test_digits_example_prunes_and_reports(capsys):
@@ -36,10 +46,45 @@ def test_mnist1d_benchmark_smoke():
     assert results["summary"]["runs"] == 1
 
 
-def test_torch_pruning_peer_benchmark_smoke():
+def test_cifar10_benchmark_smoke():
+    from bench import cifar10
+
+    results = cifar10.main(["anchor", "--smoke"])
+    assert results["runs"][0]["reduction"] >= 0.55 - 1e-9
+    assert results["budget"]["anchor_goal"] == 0.55
+
+
+def test_cifar10_augmentation_is_a_crop_of_the_padded_image_or_its_mirror():
+    from bench.cifar10 import Augmented
+
+    image = torch.arange(3 * 8 * 8, dtype=torch.float32).view(3, 8, 8) + 1
+    padded = [torch.nn.functional.pad(x, (2,) * 4) for x in (image, image.flip(-1))]
+    crops = [p[:, i : i + 8, j : j + 8] for p in padded for i in range(5) for j in range(5)]
+    torch.manual_seed(0)
+    outputs = [Augmented([(image, 0)], pad=2)[0][0] for _ in range(40)]
+    assert all(any(torch.equal(out, crop) for crop in crops) for out in outputs)
+    assert len({tuple(out.flatten().tolist()) for out in outputs}) > 5  # it does vary
+
+
+def test_baseline_is_cached_on_disk_per_budget():
+    from dataclasses import replace
+
+    from bench import mnist1d
+
+    task = mnist1d.smoke_task()
+    weights, accuracy, _ = pruning.baseline(task, 0)
+    pruning.baseline.cache_clear()
+    again, accuracy_again, _ = pruning.baseline(task, 0)
+    assert accuracy_again == accuracy and all(torch.equal(weights[k], again[k]) for k in weights)
+    assert replace(task, finetune_learn_rate=1e-3).key() != task.key()
+    assert len(list(pruning.BASELINE_CACHE.glob("mnist1d-*-seed0.pt"))) == 1
+
+
+@pytest.mark.parametrize("task", ["mnist1d", "cifar10"])
+def test_torch_pruning_peer_benchmark_smoke(task):
     from bench import peer_torch_pruning
 
-    results = peer_torch_pruning.main(["--smoke", "--goal", "0.5"])
+    results = peer_torch_pruning.main(["--smoke", "--goal", "0.5", "--task", task, "--probe-batches", "2"])
     run = results["runs"][0]
     ours, peer = run["ours"], run["torch_pruning"]
     assert ours["reduction"] >= 0.5 - 1e-9

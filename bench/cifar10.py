@@ -1,0 +1,120 @@
+"""CIFAR-10 benchmarks: the anchor against MATLAB's CIFAR-10 example and a criterion ablation.
+
+MATLAB's example prunes a 0.27 M-learnable residual network by 55.36%, accuracy 90.24% -> 87.36%.
+Here the built-in ``resnet20`` (272,474 learnables) on the CIFAR-10 copy in ``../shared/data``
+(JPEG, ImageFolder layout), with random-crop and flip augmentation. The default budget is a
+reduced one that fits 2 CPU cores; ``--budget full`` is the GPU schedule.
+
+    tar -xzf ../shared/data/cifar10-jpeg.tar.gz -C ~/.cache/datasets   # once; or set CIFAR10_JPEG
+    python -m bench.cifar10 anchor --seeds 1 --threads 1   # goal 0.55: >= 55% fewer, <= 1.0 point drop
+    python -m bench.cifar10 ablation --budget subset       # taylor vs l1 vs random at 30/50/70%, 5k images
+    python -m bench.cifar10 anchor --budget full           # the GPU schedule
+    python -m bench.cifar10 anchor --smoke                 # synthetic CIFAR-shaped images, seconds
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from functools import cache, partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from bench import pruning
+from prune_core.models import resnet20
+from sweeps.data import ImageTensorDataset, build_data
+
+ROOT = Path(os.environ.get("CIFAR10_JPEG", "~/.cache/datasets/cifar10-jpeg")).expanduser()
+VAL_SAMPLES = 5000
+
+
+class Augmented(Dataset):
+    """Random crops of the 4-pixel zero-padded image and horizontal flips (the usual CIFAR recipe).
+
+    Draws from torch's global generator, which the training loop seeds.
+    """
+
+    def __init__(self, base: Dataset, pad: int = 4) -> None:
+        self.base, self.pad = base, pad
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.base[index]
+        if torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        h, w = x.shape[-2:]
+        top, left = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
+        return F.pad(x, (self.pad,) * 4)[:, top : top + h, left : left + w], y
+
+
+@cache
+def splits(train_samples: int, root: Path = ROOT) -> pruning.Splits:
+    """(train, validation, test): the first ``train_samples`` of the shuffled train folder (augmented),
+    its last 5,000 images for validation, and the official 10,000-image test folder."""
+    bundle = build_data({"name": "imagefolder", "root": str(root / "train"), "val_root": str(root / "test")})
+    images, labels, stats = bundle.train.images, bundle.train.labels, (bundle.train.mean, bundle.train.std)
+    stats = tuple(tuple(s.flatten().tolist()) for s in stats)
+    if train_samples > len(labels) - VAL_SAMPLES:
+        raise ValueError(f"train_samples={train_samples}: at most {len(labels) - VAL_SAMPLES} are available")
+    train = ImageTensorDataset(images[:train_samples], labels[:train_samples], stats)
+    val = ImageTensorDataset(images[-VAL_SAMPLES:], labels[-VAL_SAMPLES:], stats)
+    return Augmented(train), val, bundle.val
+
+
+@cache
+def synthetic_splits() -> pruning.Splits:
+    """CIFAR-shaped random images, for the smoke run."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (96,), generator=gen)
+    data = ImageTensorDataset(images, labels, ((0.5,) * 3, (0.25,) * 3))
+    return Augmented(data), data, data
+
+
+def task(train_samples: int = 20000, baseline_epochs: int = 15, finetune_epochs: int = 1) -> pruning.Task:
+    """SGD with momentum 0.9, weight decay 5e-4, batch 128; baseline at 0.1, then 0.01 and 0.001
+    for the last fifth and tenth of its epochs; fine-tuning at 0.01."""
+    low, lowest = baseline_epochs // 5, baseline_epochs // 10
+    return pruning.Task(
+        name="cifar10",
+        model=resnet20,
+        splits=partial(splits, train_samples),
+        anchor_goal=0.55,
+        baseline_stages=((0.1, baseline_epochs - low - lowest), (0.01, low), (0.001, lowest)),
+        finetune_learn_rate=0.01,
+        finetune_epochs=finetune_epochs,
+        increment=0.1,
+        solver="sgdm",
+        l2_regularization=5e-4,
+        batch=128,
+    )
+
+
+def subset_task() -> pruning.Task:
+    """The ablation's CIFAR-10 subset: 5,000 training images."""
+    return replace(task(train_samples=5000), name="cifar10_subset")
+
+
+def full_task() -> pruning.Task:
+    """The GPU schedule: all 45,000 training images, 160 baseline epochs, 4 fine-tuning epochs per iteration."""
+    return replace(task(train_samples=45000, baseline_epochs=160, finetune_epochs=4), name="cifar10_full")
+
+
+def smoke_task() -> pruning.Task:
+    return replace(task(), splits=synthetic_splits, baseline_stages=((0.01, 1),), batch=32, increment=0.3)
+
+
+BUDGETS = {"reduced": task, "subset": subset_task, "full": full_task, "smoke": smoke_task}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return pruning.main(BUDGETS, __doc__, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""What the accuracy benchmarks share: a task (model, data, budget), its baselines and its pruning runs.
+
+A :class:`Task` fixes everything but the pruning method, so that every criterion, seed and tool
+gets the same trained baseline, data and fine-tuning budget. ``python -m bench.mnist1d`` and
+``python -m bench.cifar10`` define their tasks and call :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.common import write_report
+from prune_core import TaylorPrunableNetwork, TrainingOptions, compress_network
+from prune_core.metrics import learnable_parameters
+from prune_core.train import as_loader, evaluate, resolve_loss, train_network
+
+Splits = tuple[Any, Any, Any]  # (train, validation, test): Datasets or (inputs, targets) pairs
+BASELINE_CACHE = Path("~/.cache/taylor-prune/bench").expanduser()
+GOALS = (0.3, 0.5, 0.7)
+CRITERIA = ("taylor", "l1", "random")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One benchmark setting: the same for every criterion, seed and tool.
+
+    ``baseline_stages`` is a step schedule of ``(learn_rate, epochs)``; ``solver``,
+    ``l2_regularization`` and ``batch`` apply to the baseline and to fine-tuning, which runs
+    ``finetune_epochs`` at ``finetune_learn_rate`` per pruning iteration. ``scoring_batches``
+    caps the one-shot scoring pass and Torch-Pruning's gradient pass.
+    """
+
+    name: str
+    model: Callable[[], nn.Module]
+    splits: Callable[[], Splits]
+    anchor_goal: float
+    baseline_stages: tuple[tuple[float, int], ...]
+    finetune_learn_rate: float
+    finetune_epochs: int
+    increment: float
+    solver: str = "adam"
+    l2_regularization: float = 0.0
+    batch: int = 64
+    scoring_batches: int = 100
+
+    def describe(self) -> dict:
+        """The budget as plain values, for the report."""
+        return {k: v for k, v in asdict(self).items() if k not in ("model", "splits")}
+
+    def key(self) -> str:
+        """A digest of everything that determines a baseline: the budget, model and data builders."""
+        parts = [self.describe(), _builder_key(self.model), _builder_key(self.splits)]
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _builder_key(builder: Callable) -> str:
+    """A stable description of a function or ``functools.partial`` (no memory addresses)."""
+    if isinstance(builder, functools.partial):
+        return f"{_builder_key(builder.func)}{builder.args}{sorted(builder.keywords.items())}"
+    return f"{builder.__module__}.{builder.__qualname__}"
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def training_options(task: Task, seed: int, learn_rate: float, epochs: int, **extra) -> TrainingOptions:
+    return TrainingOptions(
+        solver=task.solver,
+        initial_learn_rate=learn_rate,
+        l2_regularization=task.l2_regularization,
+        mini_batch_size=task.batch,
+        max_epochs=epochs,
+        device=device().type,
+        seed=seed,
+        **extra,
+    )
+
+
+def finetune_options(task: Task, seed: int, **extra) -> TrainingOptions:
+    """The fine-tuning settings every pruning method gets per pruning iteration."""
+    return training_options(task, seed, task.finetune_learn_rate, task.finetune_epochs, **extra)
+
+
+def test_accuracy(task: Task, model: nn.Module) -> float:
+    options = TrainingOptions(mini_batch_size=256, device=device().type)
+    test = as_loader(task.splits()[2], options, train=False)
+    return evaluate(model.to(device()), test, resolve_loss("crossentropy"), ["accuracy"], device())["accuracy"]
+
+
+@cache
+def baseline(task: Task, seed: int) -> tuple[dict, float, float]:
+    """Trained baseline weights, test accuracy and training seconds for ``seed``.
+
+    Cached in the process and on disk under ``BASELINE_CACHE`` (keyed by :meth:`Task.key`), so
+    the anchor, the ablation and the peer comparison start from the same trained network.
+    """
+    path = BASELINE_CACHE / f"{task.name}-{task.key()}-seed{seed}.pt"
+    if path.is_file():
+        blob = torch.load(path, weights_only=True)
+        return blob["weights"], blob["test_accuracy"], blob["seconds"]
+    torch.manual_seed(seed)
+    model = task.model()
+    start = time.perf_counter()
+    for learn_rate, epochs in task.baseline_stages:
+        if epochs:
+            train_network(model, task.splits()[0], "crossentropy", training_options(task, seed, learn_rate, epochs))
+    seconds = time.perf_counter() - start
+    blob = {
+        "weights": {k: v.cpu() for k, v in model.state_dict().items()},
+        "test_accuracy": test_accuracy(task, model),
+        "seconds": seconds,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        torch.save(blob, tmp)
+    os.replace(tmp.name, path)
+    return blob["weights"], blob["test_accuracy"], blob["seconds"]
+
+
+def trained_model(task: Task, seed: int) -> nn.Module:
+    """A fresh copy of the seed's baseline network."""
+    model = task.model()
+    model.load_state_dict(baseline(task, seed)[0])
+    return model
+
+
+def example_input(task: Task) -> torch.Tensor:
+    """One training input with its batch dimension, on the benchmark device."""
+    loader = as_loader(task.splits()[0], TrainingOptions(mini_batch_size=1, device="cpu"), train=False)
+    return next(iter(loader))[0].to(device())
+
+
+def outcome(task: Task, seed: int, goal: float, criterion: str, pruned: nn.Module) -> dict:
+    """The fields every run reports: its settings and the test accuracy before and after pruning."""
+    return {
+        "seed": seed,
+        "goal": goal,
+        "criterion": criterion,
+        "baseline_test_accuracy": baseline(task, seed)[1],
+        "pruned_test_accuracy": test_accuracy(task, pruned),
+    }
+
+
+def prune_run(task: Task, seed: int, goal: float, criterion: str) -> dict:
+    """One compress_network run from the seed's baseline; test accuracy before and after."""
+    model = trained_model(task, seed)
+    train, val, _ = task.splits()
+    options = finetune_options(task, seed, validation_data=val, validation_frequency=10**9)
+    start = time.perf_counter()
+    pruned, info = compress_network(
+        model,
+        train,
+        "crossentropy",
+        options,
+        learnables_reduction_goal=goal,
+        learnables_reduction_increment=task.increment,
+        criterion=criterion,
+        verbosity_level="off",
+    )
+    return {
+        **outcome(task, seed, goal, criterion, pruned),
+        "original_learnables": info.original_learnables,
+        "learnables": info.learnables,
+        "reduction": info.reduction,
+        "pruning_iterations": int(info.pruning_history["iteration"].max()),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def oneshot_run(task: Task, seed: int, goal: float, criterion: str) -> dict:
+    """Prune the seed's baseline once to the goal, without fine-tuning: the criterion alone decides.
+
+    Taylor scores are accumulated over up to ``task.scoring_batches`` training mini-batches
+    (model in train mode, no weight updates).
+    """
+    model = trained_model(task, seed).to(device())
+    train = task.splits()[0]
+    loader = as_loader(train, finetune_options(task, seed), train=True)
+    pnet = TaylorPrunableNetwork(model, example_input(task), criterion=criterion)
+    torch.manual_seed(seed)
+    if criterion == "taylor":
+        pnet.train()
+        loss = resolve_loss("crossentropy")
+        for i, (x, y) in enumerate(loader):
+            if i >= task.scoring_batches:
+                break
+            out, acts = pnet.forward_with_activations(x.to(device()))
+            pnet.update_score(acts, torch.autograd.grad(loss(out, y.to(device())), acts))
+    pnet.prune_to_learnables(int(pnet.learnables * (1 - goal)))
+    pruned = pnet.to_module().eval()
+    return {
+        **outcome(task, seed, goal, criterion, pruned),
+        "reduction": 1 - pnet.learnables / learnable_parameters(model),
+    }
+
+
+def summarize(rows: list[dict]) -> dict:
+    drops = [r["baseline_test_accuracy"] - r["pruned_test_accuracy"] for r in rows]
+    return {
+        "runs": len(rows),
+        "reduction_min": min(r["reduction"] for r in rows),
+        "baseline_mean": statistics.mean(r["baseline_test_accuracy"] for r in rows),
+        "pruned_mean": statistics.mean(r["pruned_test_accuracy"] for r in rows),
+        "drop_mean": statistics.mean(drops),
+        "drop_std": statistics.stdev(drops) if len(drops) > 1 else 0.0,
+    }
+
+
+def anchor(task: Task, seeds: list[int]) -> dict:
+    """compress_network to the task's anchor goal from each seed's baseline."""
+    rows = [prune_run(task, seed, task.anchor_goal, "taylor") for seed in seeds]
+    s = summarize(rows)
+    print(
+        f"reduction >= {100 * s['reduction_min']:.1f}%, test accuracy {s['baseline_mean']:.2f}% -> "
+        f"{s['pruned_mean']:.2f}% (drop {s['drop_mean']:.2f} +- {s['drop_std']:.2f} points, {s['runs']} seeds)"
+    )
+    baselines = {seed: {"test_accuracy": baseline(task, seed)[1], "seconds": baseline(task, seed)[2]} for seed in seeds}
+    return {"runs": rows, "baselines": baselines, "summary": s}
+
+
+def ablation(task: Task, seeds: list[int], run: Callable[[Task, int, float, str], dict]) -> dict:
+    """``run`` for every goal in GOALS, criterion in CRITERIA and seed: the accuracy-vs-reduction curves."""
+    rows = [run(task, seed, goal, criterion) for goal in GOALS for criterion in CRITERIA for seed in seeds]
+    curves = {
+        f"{criterion}@{goal}": summarize([r for r in rows if r["criterion"] == criterion and r["goal"] == goal])
+        for goal in GOALS
+        for criterion in CRITERIA
+    }
+    for key, s in curves.items():
+        print(f"{key:12s} test accuracy {s['pruned_mean']:.2f}% (drop {s['drop_mean']:.2f} +- {s['drop_std']:.2f})")
+    return {"runs": rows, "summary": curves}
+
+
+def main(budgets: dict[str, Callable[[], Task]], doc: str, argv: list[str] | None = None) -> dict:
+    """The command line of a task module: ``anchor``, ``ablation`` or ``oneshot``.
+
+    ``budgets`` maps budget names to task builders; the first is the default and ``"smoke"``
+    (``--smoke``: one seed, no report) must be one of them.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("experiment", choices=("anchor", "ablation", "oneshot"))
+    parser.add_argument("--budget", choices=list(budgets), default=next(iter(budgets)))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    parser.add_argument("--smoke", action="store_true", help="the same as --budget smoke --seeds 1, no report")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    smoke = args.smoke or args.budget == "smoke"
+    task = budgets["smoke" if smoke else args.budget]()
+    seeds = [0] if smoke else list(range(args.seeds))
+    if args.experiment == "anchor":
+        results = anchor(task, seeds)
+    else:
+        results = ablation(task, seeds, prune_run if args.experiment == "ablation" else oneshot_run)
+    results = {"budget": task.describe(), **results}
+    if not smoke:
+        write_report(f"{task.name}_{args.experiment}", device(), results)
+    return results
