@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 
@@ -33,3 +35,14 @@ def fraction(label: str, value: Any) -> None:
     """A share in (0, 1]."""
     if not _is_number(value) or not 0 < value <= 1:
         raise ValueError(f"{label}={value!r} is not allowed; use a number in (0, 1].")
+
+
+def writable_folder(key: str, folder: Path) -> None:
+    """ValueError unless ``folder`` exists and a file can be created in it (probed, then removed)."""
+    if not folder.is_dir():
+        raise ValueError(f"{key}={str(folder)!r} is not an existing folder; create it first.")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ValueError(f"{key}={str(folder)!r} is not writable ({err.strerror}); choose a writable folder.") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import shutil
 import sys
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from prune_core import importance
-from prune_core.checks import fraction, one_of, positive_int
+from prune_core.checks import fraction, one_of, positive_int, writable_folder
 from prune_core.options import HIGHER_IS_BETTER, TrainingOptions
 from prune_core.prunable import TaylorPrunableNetwork
 from prune_core.train import as_loader, batch_metrics, check_data, evaluate, make_optimizer, resolve_loss
@@ -242,10 +243,8 @@ def _check_arguments(
         )
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
         raise ValueError(f"validation_threshold={threshold!r} is not allowed; use a number or None.")
-    if checkpoint_path is not None and not Path(checkpoint_path).is_dir():
-        raise ValueError(
-            f"pruning_checkpoint_path={str(checkpoint_path)!r} is not an existing folder; create it first."
-        )
+    if checkpoint_path is not None:
+        writable_folder("pruning_checkpoint_path", Path(checkpoint_path))
     positive_int("pruning_checkpoint_frequency", checkpoint_frequency)
     one_of("verbosity_level", verbosity, VERBOSITY)
     one_of("plots", plots, PLOTS)
@@ -369,7 +368,11 @@ def _info(pnet, pruned: nn.Module, model: nn.Module, state: _State, original: in
 
 
 def _save_checkpoint(folder: Path, pnet, state: _State, loader) -> Path:
-    """Write the pruned network and the run state; atomically replaces ``latest.pt``."""
+    """Write the pruned network and the run state; atomically replaces ``latest.pt``.
+
+    A failed write (disk full, folder gone or read-only) raises OSError naming the file and
+    leaves the previous checkpoints as they were.
+    """
     path = folder / f"pruning_iteration_{state.iteration:03d}.pt"
     payload = {
         "pnet": pnet.state_dict(),
@@ -378,12 +381,22 @@ def _save_checkpoint(folder: Path, pnet, state: _State, loader) -> Path:
         "torch_rng": torch.get_rng_state(),
         "loader_rng": loader.generator.get_state() if getattr(loader, "generator", None) is not None else None,
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    latest = folder / "latest.tmp"
-    shutil.copyfile(path, latest)
-    latest.replace(folder / "latest.pt")
+    tmp, latest = path.with_suffix(".tmp"), folder / "latest.tmp"
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)
+        shutil.copyfile(path, latest)
+        latest.replace(folder / "latest.pt")
+    except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
+        tmp.unlink(missing_ok=True)
+        latest.unlink(missing_ok=True)
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise OSError(
+            getattr(err, "errno", None) or errno.EIO,
+            f"could not write the pruning checkpoint of iteration {state.iteration} to {path} ({reason}); "
+            "free disk space or choose a writable pruning_checkpoint_path, then resume from the last "
+            f"checkpoint there (latest.pt)",
+        ) from err
     return path
 
 

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeps.config import ConfigError
+from sweeps.tracking import TrackingUnavailable
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -54,6 +55,11 @@ def main(cfg: DictConfig) -> None:
             raise
         print(f"prune-sweep: invalid configuration: {err}", file=sys.stderr)
         sys.exit(2)
+    except TrackingUnavailable as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"prune-sweep: {err}", file=sys.stderr)
+        sys.exit(3)
     _print_outcome(outcome)
     if outcome.failed_trials:
         sys.exit(1)

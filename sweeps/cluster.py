@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 from sweeps.config import ConfigError
 
@@ -25,6 +26,8 @@ def connect_ray(cfg: dict) -> dict[str, float]:
     if ray.is_initialized():
         resources = ray.cluster_resources()
     else:
+        if address:
+            check_address(address)
         try:
             if address:
                 ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
@@ -43,6 +46,28 @@ def connect_ray(cfg: dict) -> dict[str, float]:
         resources = ray.cluster_resources()
     _check_resources(cfg, resources)
     return resources
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """A ``host:port`` (or ``ray://host:port``) Ray address must accept a TCP connection within ``timeout``.
+
+    ``ray.init`` itself waits many minutes for an address nobody listens on.
+    """
+    if address == "auto":
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(
+            f"ray.address={address!r} is not allowed; use host:port of a running head node (e.g. 10.0.0.5:6379), "
+            "ray://host:10001, auto, or null to start Ray locally."
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(
+            f"ray.address={address!r} could not be reached ({err.strerror or err}); start the cluster with "
+            "`ray start --head`, give its host:port, or use ray.address=null to start Ray locally."
+        ) from None
 
 
 def _check_resources(cfg: dict, resources: dict[str, float]) -> None:

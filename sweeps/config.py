@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prune_core import importance
-from prune_core.checks import fraction, non_negative_number, one_of, positive_int, positive_number
-from prune_core.models import model_names
+from prune_core.checks import fraction, non_negative_number, one_of, positive_int, positive_number, writable_folder
+from prune_core.models.registry import check_model_name
 from prune_core.options import SOLVERS
 from sweeps.data import DATASETS
 
@@ -103,7 +104,7 @@ def _string(key: str, value: Any) -> None:
 
 RULES: dict[str, Callable[[str, Any], None]] = {
     "name": _string,
-    "model.name": _choice(tuple(model_names())),
+    "model.name": check_model_name,
     "data.name": _choice(DATASETS),
     "prune.reduction_goal": _optional(fraction),
     "prune.reduction_increment": fraction,
@@ -127,6 +128,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "ray.max_failures": lambda key, value: _check_int_at_least(key, value, -1),
     "tracking.experiment": _string,
     "tracking.log_models": _boolean,
+    "tracking.retry_seconds": positive_number,
     "sweep.mode": _choice(("max", "min")),
     "sweep.metric": _choice(("val_accuracy", "reduction", "learnables")),
 }
@@ -160,6 +162,22 @@ def validate_values(cfg: dict) -> None:
                 f"sweep.grid key {key!r} is not allowed; grid keys are prune.*, finetune.*, model.* or data.* keys."
             )
         get_path(cfg, key)
+
+
+def check_output_folders(cfg: dict) -> None:
+    """``output_dir`` and ``ray.storage_path`` (when set) must be creatable and writable; nothing is created."""
+    for key in ("output_dir", "ray.storage_path"):
+        value = get_path(cfg, key)
+        if value is None:
+            continue
+        path = Path(str(value)).expanduser().resolve()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            raise ConfigError(f"{key}={value!r} cannot be created: {existing} is a file; choose another folder.")
+        try:
+            writable_folder(key, existing)
+        except ValueError as err:
+            raise ConfigError(f"{err.args[0][:-1]} ({existing} is where it would be created).") from None
 
 
 def layer_names_for(cfg: dict, prunable: list[str]) -> list[str] | None:

@@ -21,7 +21,7 @@ from sweeps import tracking
 from sweeps.baseline import prepare_baseline
 from sweeps.build import check_fit, example_batch, load_weights, make_model
 from sweeps.cluster import connect_ray, trial_resources
-from sweeps.config import ConfigError, flatten, layer_names_for, validate_values
+from sweeps.config import ConfigError, check_output_folders, flatten, layer_names_for, validate_values
 from sweeps.data import DataBundle, build_data
 from sweeps.report import RESULT_COLUMNS, accuracy_vs_learnables_figure, pareto_front
 from sweeps.space import grid_points, param_space, trial_config
@@ -48,6 +48,7 @@ def validate(cfg: dict) -> DataBundle:
     Returns the data set, built once here for the driver's own use (the baseline).
     """
     validate_values(cfg)
+    check_output_folders(cfg)
     tracking.tracking_uri(cfg, Path(cfg["output_dir"]))
     points = [trial_config(cfg, params) for params in grid_points(cfg)]
     for point in points:
@@ -88,6 +89,7 @@ def run_sweep(cfg: dict) -> SweepOutcome:
     if cfg.get("resume"):
         folder = find_sweep(cfg)
         base = json.loads((folder / CONFIG_FILE).read_text())
+        tracking.configure_retries(base["tracking"].get("retry_seconds", 120))
         tracking.check_reachable(base["_sweep"]["tracking_uri"])
         print(f"Resuming sweep {folder}", flush=True)
         resources = connect_ray(base)
@@ -95,6 +97,7 @@ def run_sweep(cfg: dict) -> SweepOutcome:
         data = validate(cfg)
         output_dir = Path(cfg["output_dir"]).expanduser().resolve()
         uri = tracking.tracking_uri(cfg, output_dir)
+        tracking.configure_retries(cfg["tracking"]["retry_seconds"])
         tracking.check_reachable(uri)
         resources = connect_ray(cfg)
         base, folder = _start(cfg, data, output_dir, uri)
@@ -184,7 +187,13 @@ def _run_trials(base: dict, folder: Path, resources: dict[str, float]) -> SweepO
         )
     results = tuner.fit()
     failed = sum(1 for result in results if result.error is not None)
-    return _summarize(base, folder, failed)
+    try:
+        return _summarize(base, folder, failed)
+    except tracking.TrackingUnavailable as err:
+        raise tracking.TrackingUnavailable(
+            f"{err}. The trials' Ray checkpoints are kept in {folder}; when the tracking store answers again, "
+            f"finish the sweep with `prune-sweep resume={folder}`."
+        ) from err
 
 
 def _summarize(base: dict, folder: Path, failed: int) -> SweepOutcome:
@@ -204,18 +213,17 @@ def _summarize(base: dict, folder: Path, failed: int) -> SweepOutcome:
     table = pd.DataFrame(rows, columns=["trial", *keys, *RESULT_COLUMNS])
     table = table.sort_values(base["sweep"]["metric"], ascending=base["sweep"]["mode"] == "min", ignore_index=True)
     front = pareto_front(table) if len(table) else table
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=parent):
-        if len(table):
-            tracking.log_table(uri, parent, table, "trials.json")
-            tracking.log_table(uri, parent, front, "pareto_front.json")
-            baseline = (sweep["baseline_learnables"], sweep["baseline_metrics"]["accuracy"])
-            figure = accuracy_vs_learnables_figure(table, front, baseline)
-            mlflow.log_figure(figure, "accuracy_vs_learnables.png")
-            figure.savefig(folder / "accuracy_vs_learnables.png", dpi=120)
-            table.to_csv(folder / "trials.csv", index=False)
-        mlflow.log_metrics({"trials_finished": len(table), "trials_failed": failed})
-    mlflow.MlflowClient(uri).set_terminated(parent, "FINISHED" if not failed else "FAILED")
+    client = mlflow.MlflowClient(uri)
+    if len(table):
+        table.to_csv(folder / "trials.csv", index=False)
+        tracking.log_table(uri, parent, table, "trials.json")
+        tracking.log_table(uri, parent, front, "pareto_front.json")
+        baseline = (sweep["baseline_learnables"], sweep["baseline_metrics"]["accuracy"])
+        figure = accuracy_vs_learnables_figure(table, front, baseline)
+        figure.savefig(folder / "accuracy_vs_learnables.png", dpi=120)
+        tracking.with_retries(client.log_figure, parent, figure, "accuracy_vs_learnables.png")
+    tracking.log_metrics(uri, parent, {"trials_finished": len(table), "trials_failed": failed})
+    tracking.with_retries(client.set_terminated, parent, "FINISHED" if not failed else "FAILED")
     return SweepOutcome(folder, parent, uri, table, front, failed)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +16,33 @@ from sweeps.config import ConfigError
 
 T = TypeVar("T")
 SWEEP_TAG, TRIAL_TAG = "prune_sweep.sweep_id", "prune_sweep.trial_id"
+TRANSIENT_ERROR_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED", "REQUEST_LIMIT_EXCEEDED"}
+_retry = {"seconds": 120.0}
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store kept failing with transient errors for the whole retry budget."""
+
+
+def configure_retries(seconds: float) -> None:
+    """Bound every tracking call, its retries included, to about ``seconds`` (``tracking.retry_seconds``).
+
+    MLflow's own HTTP retries (several minutes by default) are turned off so that
+    :func:`with_retries` is the one retry layer; each HTTP request times out after at most 30 s.
+    Both stay overridable through MLflow's environment variables.
+    """
+    _retry["seconds"] = float(seconds)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, min(30, int(seconds)))))
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether retrying can help: the store is unreachable, busy or locked, not a refused request."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, MlflowException):
+        return err.error_code in TRANSIENT_ERROR_CODES or err.get_http_status_code() >= 500
+    return isinstance(err, OSError) or "database is locked" in str(err) or type(err).__name__ == "OperationalError"
 
 
 def tracking_uri(cfg: dict, output_dir: Path) -> str:
@@ -46,16 +74,26 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def with_retries(fn: Callable[..., T], *args: Any, attempts: int = 6, delay: float = 0.5, **kwargs: Any) -> T:
-    """Call ``fn``; on an exception retry with exponential back-off, re-raising after ``attempts``."""
-    for attempt in range(attempts):
+def with_retries(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``fn``; retry transient failures with exponential back-off (0.5 s doubling, at most
+    10 s apart) for the budget set by :func:`configure_retries`, then raise TrackingUnavailable.
+    Other errors are raised at once."""
+    budget = _retry["seconds"]
+    deadline, delay = time.monotonic() + budget, 0.5
+    while True:
         try:
             return fn(*args, **kwargs)
-        except Exception:  # the tracking store raises many types (HTTP, SQL, OS)
-            if attempt == attempts - 1:
+        except Exception as err:  # the tracking stores raise many types (HTTP, SQL, OS)
+            remaining = deadline - time.monotonic()
+            if not is_transient(err):
                 raise
-            time.sleep(delay * 2**attempt)
-    raise AssertionError("unreachable")
+            if remaining <= 0:
+                raise TrackingUnavailable(
+                    f"the MLflow tracking store kept failing for {budget:g} s (tracking.retry_seconds) in "
+                    f"{getattr(fn, '__name__', fn)}: {str(err).splitlines()[0][:300]}"
+                ) from err
+            time.sleep(min(delay, remaining))
+            delay = min(2 * delay, 10.0)
 
 
 def experiment_id(uri: str, name: str, artifact_root: Path | None) -> str:

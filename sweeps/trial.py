@@ -57,6 +57,7 @@ def run_trial(params: dict[str, Any], base: dict) -> None:
     cfg, sweep = trial_config(base, params), base["_sweep"]
     uri, trial_id = sweep["tracking_uri"], tune.get_context().get_trial_id()
     mlflow.set_tracking_uri(uri)
+    tracking.configure_retries(cfg["tracking"]["retry_seconds"])
     torch.set_num_threads(max(1, int(cfg["ray"]["cpus_per_trial"])))
     device = trial_device(cfg)
     data = build_data(cfg["data"])
@@ -190,7 +191,7 @@ def _record_result(cfg: dict, run_id: str, original, pruned, info, example: torc
     }
     tracking.log_metrics(uri, run_id, final)
     if cfg["tracking"]["log_models"]:
-        with mlflow.start_run(run_id=run_id):
+        with tracking.with_retries(mlflow.start_run, run_id=run_id):
             tracking.log_model(pruned, example, "pruned_model")
     return {**final, "stop_reason": info.stop_reason, "mlflow_run_id": run_id}
 

@@ -98,7 +98,7 @@ def test_reference_networks_by_name():
     assert build_model("mnist1d_cnn")(torch.randn(2, 1, 40)).shape == (2, 10)
     assert isinstance(build_model("mobilenet_v2", num_classes=7), torchvision.models.MobileNetV2)
     assert {"digits_cnn", "resnet56", "resnet18"} <= set(model_names())
-    with pytest.raises(ValueError, match="'resnet21' is unknown"):
+    with pytest.raises(ValueError, match="'resnet21' is not a known model; did you mean resnet20"):
         build_model("resnet21")
     with pytest.raises(ValueError, match="in_channels=1"):
         build_model("resnet18", in_channels=1)

@@ -81,7 +81,7 @@ def test_cli_reports_bad_input_in_one_paragraph_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "prune.reduction_goal=2" in result.stderr and "(0, 1]" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
-    assert not (tmp_path / "digits_default").exists() and not (tmp_path / "mlflow.db").exists()
+    assert list(tmp_path.iterdir()) == []  # no sweep folder, database or Hydra log
 
 
 def test_cli_unknown_config_group_option_is_a_hydra_error(tmp_path):

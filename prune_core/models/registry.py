@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -29,26 +31,35 @@ def model_names() -> list[str]:
     return sorted(BUILTIN_MODELS) + torchvision_model_names()
 
 
+def check_model_name(label: str, name: Any) -> None:
+    """ValueError naming ``label`` unless :func:`build_model` knows ``name`` (close matches suggested)."""
+    names = model_names()
+    if name in names:
+        return
+    close = difflib.get_close_matches(str(name), names, n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ValueError(
+        f"{label}={name!r} is not a known model; {hint}built-in models: {', '.join(BUILTIN_MODELS)}; or any "
+        "torchvision classification model, e.g. resnet18, mobilenet_v2 (all: prune_core.models.model_names())."
+    )
+
+
 def build_model(name: str, num_classes: int = 10, in_channels: int | None = None) -> nn.Module:
     """A freshly initialised network: a built-in one, or a torchvision classifier (no weights).
 
     ``in_channels`` applies to the built-in networks (default: their own); torchvision models
     take 3-channel images.
     """
+    check_model_name("name", name)
     if name in BUILTIN_MODELS:
         return BUILTIN_MODELS[name](
             num_classes=num_classes, **({} if in_channels is None else {"in_channels": in_channels})
         )
-    if name in torchvision_model_names():
-        if in_channels not in (None, 3):
-            raise ValueError(
-                f"model {name!r} (torchvision) takes 3-channel images, got in_channels={in_channels!r}; "
-                "use 3-channel data or a built-in model."
-            )
-        import torchvision
+    if in_channels not in (None, 3):
+        raise ValueError(
+            f"model {name!r} (torchvision) takes 3-channel images, got in_channels={in_channels!r}; "
+            "use 3-channel data or a built-in model."
+        )
+    import torchvision
 
-        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-    raise ValueError(
-        f"model name {name!r} is unknown. Built-in models: {sorted(BUILTIN_MODELS)}; or any torchvision "
-        f"classification model, e.g. resnet18, mobilenet_v2 (all: prune_core.models.torchvision_model_names())."
-    )
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
