@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import errno
+import io
 import math
 import shutil
 import sys
@@ -381,19 +381,21 @@ def _save_checkpoint(folder: Path, pnet, state: _State, loader) -> Path:
         "torch_rng": torch.get_rng_state(),
         "loader_rng": loader.generator.get_state() if getattr(loader, "generator", None) is not None else None,
     }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # serialised in memory: a failed write then surfaces as a plain OSError
     tmp, latest = path.with_suffix(".tmp"), folder / "latest.tmp"
     try:
-        torch.save(payload, tmp)
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
         tmp.replace(path)
         shutil.copyfile(path, latest)
         latest.replace(folder / "latest.pt")
-    except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
+    except OSError as err:
         tmp.unlink(missing_ok=True)
         latest.unlink(missing_ok=True)
-        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
         raise OSError(
-            getattr(err, "errno", None) or errno.EIO,
-            f"could not write the pruning checkpoint of iteration {state.iteration} to {path} ({reason}); "
+            err.errno,
+            f"could not write the pruning checkpoint of iteration {state.iteration} to {path} ({err.strerror}); "
             "free disk space or choose a writable pruning_checkpoint_path, then resume from the last "
             f"checkpoint there (latest.pt)",
         ) from err

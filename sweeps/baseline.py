@@ -12,6 +12,7 @@ import torch
 from prune_core.metrics import learnable_parameters
 from prune_core.train import as_loader, evaluate, resolve_loss, train_network
 from sweeps.build import load_weights, make_model, training_options
+from sweeps.config import ConfigError
 from sweeps.data import DataBundle
 
 BASELINE_SEED = 0
@@ -49,7 +50,13 @@ def prepare_baseline(cfg: dict, data: DataBundle, folder: Path, device: str) -> 
     if cfg["model"]["checkpoint"]:
         load_weights(model, str(Path(cfg["model"]["checkpoint"]).expanduser()))
     else:
-        train_network(model, data.train, "crossentropy", options)
+        try:
+            train_network(model, data.train, "crossentropy", options)
+        except FloatingPointError as err:
+            raise ConfigError(
+                f"the baseline's training diverged ({err}) at finetune.baseline_learn_rate="
+                f"{cfg['finetune']['baseline_learn_rate']}; lower it, or give trained weights in model.checkpoint."
+            ) from None
     metrics = evaluate(
         model,
         as_loader(data.val, options, train=False),

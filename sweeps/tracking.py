@@ -90,7 +90,7 @@ def with_retries(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             if remaining <= 0:
                 raise TrackingUnavailable(
                     f"the MLflow tracking store kept failing for {budget:g} s (tracking.retry_seconds) in "
-                    f"{getattr(fn, '__name__', fn)}: {str(err).splitlines()[0][:300]}"
+                    f"{getattr(fn, '__name__', fn)}: {str(err).splitlines()[0][:200]}"
                 ) from err
             time.sleep(min(delay, remaining))
             delay = min(2 * delay, 10.0)

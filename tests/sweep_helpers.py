@@ -6,6 +6,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -49,3 +51,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_mlflow_server(folder: Path, port: int, workers: int = 2) -> subprocess.Popen:
+    """``mlflow server`` on 127.0.0.1:``port`` with its sqlite store, artifacts and log (server.log) in
+    ``folder``; returns once /health answers. Starting it again on the same folder keeps the runs."""
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--backend-store-uri", f"sqlite:///{folder}/server.db"]
+    command += ["--artifacts-destination", str(folder / "server-artifacts"), "--workers", str(workers)]
+    with open(folder / "server.log", "a") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+            return server
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(f"mlflow server did not start; see {folder / 'server.log'}") from None
+            time.sleep(0.5)
+
+
+def stop_mlflow_server(server: subprocess.Popen) -> None:
+    """Kill the server and its workers (its whole process group)."""
+    if server.poll() is None:
+        os.killpg(server.pid, 9)
+    server.wait(timeout=30)

@@ -1,10 +1,5 @@
 """End-to-end sweeps on a local Ray (ray.init(num_cpus=2)) and against a real MLflow server."""
 
-import subprocess
-import sys
-import time
-import urllib.request
-
 import mlflow
 import pytest
 import ray
@@ -14,7 +9,7 @@ from mlflow import MlflowClient
 from sweeps.config import ConfigError
 from sweeps.runner import run_sweep
 
-from .sweep_helpers import TINY, compose_config, free_port
+from .sweep_helpers import TINY, compose_config, free_port, start_mlflow_server, stop_mlflow_server
 
 ARTIFACTS = {
     "pruning_history.json",
@@ -95,24 +90,9 @@ def test_gpus_missing_from_the_cluster_fail_before_any_run(tmp_path, local_ray):
 @pytest.fixture
 def mlflow_server(tmp_path):
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--backend-store-uri", f"sqlite:///{tmp_path}/server.db"]
-    command += ["--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "2"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2).read()
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail("mlflow server did not start")
-            time.sleep(0.5)
-    yield uri
-    server.terminate()
-    server.wait(timeout=30)
+    server = start_mlflow_server(tmp_path, port)
+    yield f"http://127.0.0.1:{port}"
+    stop_mlflow_server(server)
 
 
 def test_sweep_against_a_real_mlflow_server(tmp_path, local_ray, mlflow_server):

@@ -1,0 +1,205 @@
+"""Faults cost at most one pruning iteration: a killed trial, a diverging trial, a full or read-only
+checkpoint folder, and the MLflow server going away mid-trial."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from prune_core import TrainingOptions, compress_network
+from prune_core.data import load_digits_tensors
+from prune_core.models import DigitsCNN
+
+from .sweep_helpers import TINY, free_port, prune_sweep, start_mlflow_server, stop_mlflow_server
+
+SLOW_TRIAL = [  # one trial of about six pruning iterations, a few seconds each
+    *TINY,
+    "data.max_train_samples=1000",
+    "finetune.epochs=2",
+    "prune.reduction_goal=0.6",
+    "prune.reduction_increment=0.1",
+]
+
+
+def _trial_runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("digits_default")
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], filter_string="tags.`prune_sweep.role` = 'trial'")
+
+
+def _start_sweep(*args: str, cwd: Path) -> subprocess.Popen:
+    log = open(cwd / "driver.log", "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("prune-sweep")), *args],
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_for(condition, driver: subprocess.Popen, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert driver.poll() is None, f"the driver exited before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.2)
+
+
+def _assert_one_continuous_run(uri: str) -> dict:
+    """One FINISHED trial run whose per-iteration and per-batch metrics have no gaps or duplicates."""
+    runs = _trial_runs(uri)
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    run, client = runs[0], MlflowClient(uri)
+    assert run.info.status == "FINISHED" and run.data.tags["stop_reason"] == "Learnables reduction goal reached."
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "learnables")]
+    assert steps == list(range(int(run.data.metrics["pruning_iterations"]) + 1))
+    batches = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert batches == list(range(1, len(batches) + 1))  # every mini-batch once
+    return {"iterations": steps[-1], "batches": len(batches)}
+
+
+def _reported_iterations(sweep_folder: Path) -> list[int]:
+    """The pruning iterations the trial reported to Ray Tune, in order, over all its restarts."""
+    (progress,) = sweep_folder.glob("ray/tune/*/progress.csv")
+    with open(progress) as f:
+        return [int(float(row["pruning_iteration"])) for row in csv.DictReader(f) if row["pruning_iteration"]]
+
+
+def _checkpoint_index(tmp_path: Path) -> int:
+    indices = [int(p.name.split("_")[-1]) for p in tmp_path.glob("digits_default/*/ray/tune/*/checkpoint_*")]
+    return max(indices, default=-1)
+
+
+def test_killed_trial_resumes_from_its_last_checkpoint_in_the_same_run(tmp_path):
+    driver = _start_sweep(*SLOW_TRIAL, "ray.max_failures=2", f"output_dir={tmp_path}", cwd=tmp_path)
+    _wait_for(lambda: _checkpoint_index(tmp_path) >= 1, driver, "second per-iteration checkpoint")
+    workers = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 1, workers
+    os.kill(int(workers[0]), signal.SIGKILL)
+    assert driver.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+
+    record = _assert_one_continuous_run(f"sqlite:///{tmp_path}/mlflow.db")
+    (folder,) = tmp_path.glob("digits_default/*/")
+    assert list(folder.glob("ray/tune/*/error.txt")), "the trial was not killed and restarted"
+    # reported once per iteration, across the restart: it resumed from its last checkpoint
+    assert _reported_iterations(folder) == list(range(1, record["iterations"] + 1))
+
+
+def test_mlflow_server_going_away_fails_the_trial_in_bounded_time_and_resume_finishes_it(tmp_path):
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
+    uri = f"http://127.0.0.1:{port}"
+    args = [*SLOW_TRIAL, "tracking=server", f"tracking.uri={uri}", "tracking.retry_seconds=5", "ray.max_failures=1"]
+    driver = _start_sweep(*args, f"output_dir={tmp_path}", cwd=tmp_path)
+    try:
+        client = MlflowClient(uri)
+
+        def iterations_logged() -> int:
+            runs = _trial_runs(uri)
+            return len(client.get_metric_history(runs[0].info.run_id, "learnables")) if runs else 0
+
+        _wait_for(lambda: iterations_logged() >= 3, driver, "two logged pruning iterations")
+    finally:
+        stop_mlflow_server(server)
+    went_away = time.monotonic()
+    returncode = driver.wait(timeout=300)
+    bounded = time.monotonic() - went_away
+    log = (tmp_path / "driver.log").read_text()
+    assert returncode == 3, log[-3000:]
+    assert "kept failing for 5 s (tracking.retry_seconds)" in log and "prune-sweep resume=" in log
+    assert bounded < 120  # 2 attempts of the trial and the summary, each giving up after 5 s of retries
+    assert _checkpoint_index(tmp_path) >= 1  # the Ray checkpoint survived
+
+    server = start_mlflow_server(tmp_path, port)
+    try:
+        result = prune_sweep(f"output_dir={tmp_path}", "resume=digits_default", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        _assert_one_continuous_run(uri)
+    finally:
+        stop_mlflow_server(server)
+    print(f"mlflow server away: the driver gave up {bounded:.1f} s after the server stopped")
+
+
+def test_diverging_trial_stops_cleanly_while_the_others_finish(tmp_path):
+    grid = "+sweep.grid.finetune.learn_rate=[0.01,1e12]"
+    result = prune_sweep(*TINY, grid, f"output_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    runs = {r.data.params["finetune.learn_rate"]: r for r in _trial_runs(uri)}
+    assert set(runs) == {"0.01", "1000000000000.0"}
+    diverged, normal = runs["1000000000000.0"], runs["0.01"]
+    assert diverged.info.status == normal.info.status == "FINISHED"
+    assert diverged.data.tags["stop_reason"] == "Training diverged."
+    assert normal.data.tags["stop_reason"] == "Learnables reduction goal reached."
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    last_good = mlflow.pytorch.load_model(f"runs:/{diverged.info.run_id}/pruned_model")
+    assert sum(p.numel() for p in last_good.parameters()) == diverged.data.metrics["final_learnables"]
+    assert torch.isfinite(last_good(torch.rand(2, 1, 8, 8))).all()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """Mount a tmpfs of the given size (and options) under tmp_path; skipped where mounting is not allowed."""
+    mounted = []
+
+    def mount(size_kib: int, options: str = "rw") -> Path:
+        target = tmp_path / f"tmpfs{len(mounted)}"
+        target.mkdir()
+        command = ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,{options}", "tmpfs", str(target)]
+        if subprocess.run(command, capture_output=True).returncode != 0:
+            pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in mounted:
+        subprocess.run(["umount", str(target)], capture_output=True)
+
+
+def _digits_pruning(folder: Path, **kwargs):
+    x, y, _, _ = load_digits_tensors()
+    torch.manual_seed(0)
+    options = TrainingOptions(mini_batch_size=64, max_epochs=1, device="cpu")
+    return compress_network(
+        DigitsCNN(),
+        (x, y),
+        "crossentropy",
+        options,
+        learnables_reduction_goal=0.5,
+        learnables_reduction_increment=0.1,
+        pruning_checkpoint_path=folder,
+        verbosity_level="off",
+        **kwargs,
+    )
+
+
+def test_full_disk_fails_with_a_clear_error_and_keeps_the_last_checkpoint(small_tmpfs, tmp_path):
+    disk = small_tmpfs(1400)  # room for one iteration's checkpoint and its latest.pt copy (560 KB each), not two
+    with pytest.raises(OSError, match=r"could not write the pruning checkpoint of iteration 2 .*No space left"):
+        _digits_pruning(disk)
+    assert sorted(p.name for p in disk.iterdir()) == ["latest.pt", "pruning_iteration_001.pt"]
+    writable = tmp_path / "elsewhere"
+    writable.mkdir()
+    _, info = _digits_pruning(writable, resume_from=disk / "latest.pt")  # nothing but iteration 2 is lost
+    assert info.stop_reason == "Learnables reduction goal reached."
+    assert list(info.pruning_history["iteration"]) == list(range(len(info.pruning_history)))
+
+
+def test_read_only_checkpoint_folder_is_refused_before_any_work(small_tmpfs):
+    folder = small_tmpfs(64, "ro")
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"pruning_checkpoint_path=.* is not writable \(Read-only file system\)"):
+        _digits_pruning(folder)
+    assert time.monotonic() - start < 5
