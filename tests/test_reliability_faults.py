@@ -85,6 +85,7 @@ def test_killed_trial_resumes_from_its_last_checkpoint_in_the_same_run(tmp_path)
     _wait_for(lambda: _checkpoint_index(tmp_path) >= 1, driver, "second per-iteration checkpoint")
     workers = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout.split()
     assert len(workers) == 1, workers
+    killed_after = _checkpoint_index(tmp_path) + 1
     os.kill(int(workers[0]), signal.SIGKILL)
     assert driver.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
 
@@ -93,6 +94,7 @@ def test_killed_trial_resumes_from_its_last_checkpoint_in_the_same_run(tmp_path)
     assert list(folder.glob("ray/tune/*/error.txt")), "the trial was not killed and restarted"
     # reported once per iteration, across the restart: it resumed from its last checkpoint
     assert _reported_iterations(folder) == list(range(1, record["iterations"] + 1))
+    print(f"sigkill: worker killed after iteration {killed_after}'s checkpoint; run {record}")
 
 
 def test_mlflow_server_going_away_fails_the_trial_in_bounded_time_and_resume_finishes_it(tmp_path):
