@@ -3,7 +3,8 @@
 For resnet18 and mobilenet_v2, 50% of the prunable filters are removed (L1 ranking: which
 filters go does not change the cost), the network is extracted with ``to_module`` and both
 networks are timed (median of repeated eval-mode forwards, batch 1 and 32, 224x224). Target:
-latency ratio (pruned / original) within 1.25x of the MACs ratio.
+latency ratio (pruned / original) within 1.25x of the MACs ratio. The same learnables are then
+reached with ``channel_multiple=8`` (every pruned layer keeps a multiple of 8 filters) and timed.
 
     python -m bench.speedup            # writes bench/results/speedup.json
     python -m bench.speedup --smoke    # seconds; used by the tests
@@ -18,6 +19,7 @@ import torchvision
 
 from bench.common import write_report
 from prune_core import TaylorPrunableNetwork, network_metrics
+from prune_core.metrics import learnable_parameters
 
 MODELS = ("resnet18", "mobilenet_v2")
 
@@ -31,9 +33,15 @@ def prune_half(model: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module
     return pnet.to_module().eval()
 
 
-def measure(name: str, batches: tuple[int, ...], size: int, repeats: int, device: torch.device) -> dict:
-    model = torchvision.models.get_model(name, weights=None).eval()
-    pruned = prune_half(model, torch.randn(1, 3, size, size))
+def prune_rounded(model: torch.nn.Module, example: torch.Tensor, learnables: int) -> torch.nn.Module:
+    """Prune to ``learnables`` with every pruned layer keeping a multiple of 8 filters."""
+    pnet = TaylorPrunableNetwork(model, example, criterion="l1", channel_multiple=8)
+    pnet.prune_to_learnables(learnables)
+    return pnet.to_module().eval()
+
+
+def timings(model: torch.nn.Module, pruned: torch.nn.Module, batches, size, repeats, device) -> dict:
+    """Latency and MACs of ``pruned`` against ``model``, per batch size."""
     rows = {}
     for batch in batches:
         x = torch.randn(batch, 3, size, size)
@@ -48,7 +56,19 @@ def measure(name: str, batches: tuple[int, ...], size: int, repeats: int, device
             "latency_over_macs": latency_ratio / macs_ratio,
             "target_met": latency_ratio <= 1.25 * macs_ratio,
         }
-    return {"learnables_ratio": after.learnables / before.learnables, **rows}
+    return {"learnables_ratio": learnable_parameters(pruned) / learnable_parameters(model), **rows}
+
+
+def measure(name: str, batches: tuple[int, ...], size: int, repeats: int, device: torch.device) -> dict:
+    """Half the filters removed; and the same learnables with channel counts in multiples of 8."""
+    model = torchvision.models.get_model(name, weights=None).eval()
+    example = torch.randn(1, 3, size, size)
+    pruned = prune_half(model, example)
+    rounded = prune_rounded(model, example, learnable_parameters(pruned))
+    return {
+        **timings(model, pruned, batches, size, repeats, device),
+        "channel_multiple_8": timings(model, rounded, batches, size, repeats, device),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -62,13 +82,14 @@ def main(argv: list[str] | None = None) -> dict:
     batches, size, repeats = ((1, 2), 64, 2) if args.smoke else ((1, 32), 224, args.repeats)
     results = {name: measure(name, batches, size, repeats, device) for name in MODELS}
     for name, row in results.items():
-        for key, cell in row.items():
-            if key.startswith("batch_"):
-                times = f"{cell['original_latency_ms']:.1f} -> {cell['pruned_latency_ms']:.1f} ms"
-                print(
-                    f"{name:13s} {key:9s} MACs ratio {cell['macs_ratio']:.3f}  "
-                    f"latency ratio {cell['latency_ratio']:.3f}  ({times})"
-                )
+        for variant, cells in (("", row), (" x8", row["channel_multiple_8"])):
+            for key, cell in cells.items():
+                if key.startswith("batch_"):
+                    times = f"{cell['original_latency_ms']:.1f} -> {cell['pruned_latency_ms']:.1f} ms"
+                    print(
+                        f"{name + variant:16s} {key:9s} MACs ratio {cell['macs_ratio']:.3f}  "
+                        f"latency ratio {cell['latency_ratio']:.3f}  ({times})"
+                    )
     if not args.smoke:
         write_report("speedup" if device.type == "cpu" else "speedup_gpu", device, results)
     return {"benchmark": "speedup", "results": results}

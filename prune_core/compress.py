@@ -87,6 +87,7 @@ def compress_network(
     num_importance_score_iterations: int | str = "auto",
     layer_names: Sequence[str] | None = None,
     criterion: str = "taylor",
+    channel_multiple: int = 1,
     validation_threshold: float | None = None,
     pruning_checkpoint_path: str | Path | None = None,
     pruning_checkpoint_frequency: int = 1,
@@ -104,7 +105,8 @@ def compress_network(
     previous iteration (on a scoring pass before the first one). Returns the physically smaller
     network and a :class:`PruningInfo`. ``callbacks`` are called after every pruning iteration
     (and after its checkpoint is written) with an :class:`IterationResult`. ``resume_from``
-    continues from a checkpoint file written to ``pruning_checkpoint_path``.
+    continues from a checkpoint file written to ``pruning_checkpoint_path``. ``channel_multiple``
+    makes every pruned group keep a multiple of that many filters (see TaylorPrunableNetwork).
     """
     options = options or TrainingOptions()
     loss = resolve_loss(loss_fn)
@@ -128,7 +130,9 @@ def compress_network(
     train_loader = as_loader(train_data, options, train=True)
     val_loader = None if options.validation_data is None else as_loader(options.validation_data, options, train=False)
     example = next(iter(train_loader))[0][:1]
-    pnet = TaylorPrunableNetwork(model, example, layer_names=layer_names, criterion=criterion).to(device)
+    pnet = TaylorPrunableNetwork(
+        model, example, layer_names=layer_names, criterion=criterion, channel_multiple=channel_multiple
+    ).to(device)
     original = pnet.learnables
     max_reduction = 1.0 - pnet.minimum_learnables() / original
     goal = min(learnables_reduction_goal or max_reduction, max_reduction)

@@ -110,6 +110,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "prune.reduction_increment": fraction,
     "prune.importance_iterations": _iterations,
     "prune.criterion": _choice(importance.CRITERIA),
+    "prune.channel_multiple": positive_int,
     "prune.validation_threshold": _optional(non_negative_number),
     "finetune.solver": _choice(tuple(SOLVERS)),
     "finetune.learn_rate": positive_number,

@@ -96,6 +96,7 @@ def run_trial(params: dict[str, Any], base: dict) -> None:
             num_importance_score_iterations=cfg["prune"]["importance_iterations"],
             layer_names=layer_names,
             criterion=cfg["prune"]["criterion"],
+            channel_multiple=cfg["prune"]["channel_multiple"],
             validation_threshold=cfg["prune"]["validation_threshold"],
             pruning_checkpoint_path=workdir / "pruning",
             verbosity_level="off",

@@ -206,3 +206,21 @@ def test_threshold_without_validation_data_is_rejected(digits):
 def test_bad_training_options(field, value):
     with pytest.raises(ValueError, match=f"TrainingOptions.{field}"):
         TrainingOptions(**{field: value})
+
+
+def test_channel_multiple_reaches_the_goal_with_conv_widths_in_multiples(digits, trained):
+    pruned, info = compress_network(
+        trained,
+        digits[:2],
+        "crossentropy",
+        _options(digits),
+        learnables_reduction_goal=0.5,
+        learnables_reduction_increment=0.25,
+        channel_multiple=8,
+        verbosity_level="off",
+    )
+    assert info.stop_reason == GOAL_REACHED and info.reduction >= 0.5
+    widths = [m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w % 8 == 0 for w in widths) and sum(widths) < sum(
+        m.out_channels for m in trained.modules() if isinstance(m, torch.nn.Conv2d)
+    )

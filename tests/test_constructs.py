@@ -175,3 +175,26 @@ def test_unknown_layer_name_lists_the_valid_ones():
 def test_unknown_criterion_is_rejected():
     with pytest.raises(ValueError, match="criterion='fisher'"):
         TaylorPrunableNetwork(ResidualNet(), torch.randn(1, 3, 8, 8), criterion="fisher")
+
+
+def test_channel_multiple_keeps_multiples_of_it_in_every_pruned_group():
+    from prune_core.models import resnet20
+
+    model = resnet20().eval()
+    x = torch.randn(2, 3, 32, 32)
+    pnet = TaylorPrunableNetwork(model, x, criterion="l1", channel_multiple=8)
+    widths = [int(keep.sum()) for keep in pnet._unit_masks().values()]
+    target = pnet.learnables // 2
+    assert pnet.prune_to_learnables(target) > 0 and pnet.learnables <= target
+    kept = [int(keep.sum()) for keep in pnet._unit_masks().values()]
+    assert any(k < w for k, w in zip(kept, widths, strict=True))
+    assert all(k == w or k % 8 == 0 for k, w in zip(kept, widths, strict=True)), kept
+    assert pnet.minimum_learnables() > TaylorPrunableNetwork(model, x, criterion="l1").minimum_learnables()
+    pruned = assert_exact(pnet, x)
+    convs = [m for m in pruned.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.out_channels % 8 == 0 for c in convs)  # resnet20's widths 16/32/64 are multiples of 8
+
+
+def test_channel_multiple_must_be_a_positive_integer():
+    with pytest.raises(ValueError, match="channel_multiple"):
+        TaylorPrunableNetwork(nn.Sequential(nn.Conv2d(1, 4, 3)), torch.randn(1, 1, 5, 5), channel_multiple=0)
