@@ -9,7 +9,8 @@ its wall time).
 
     pip install -e ".[bench]"
     python -m bench.peer_torch_pruning                                   # MNIST-1D, goal 0.8, 3 seeds
-    python -m bench.peer_torch_pruning --task cifar10 --goal 0.55 --seeds 1 --threads 1
+    python -m bench.peer_torch_pruning --task cifar10 --budget reduced_ft1 --goal 0.55 --seeds 1 \
+        --probe-batches 5 --threads 1
     python -m bench.peer_torch_pruning --smoke
 """
 
@@ -102,6 +103,7 @@ def compare(task: pruning.Task, seed: int, goal: float, probe_batches: int) -> d
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=list(TASKS), default="mnist1d")
+    parser.add_argument("--budget", default=None, help="a budget of the task's module (default: its first)")
     parser.add_argument("--goal", type=float, default=0.8)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--probe-batches", type=int, default=100)
@@ -111,7 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     budgets = TASKS[args.task]
-    task = budgets["smoke" if args.smoke else next(iter(budgets))]()
+    if args.budget is not None and args.budget not in budgets:
+        parser.error(f"--budget {args.budget!r}: {args.task} has {', '.join(budgets)}")
+    task = budgets["smoke" if args.smoke else args.budget or next(iter(budgets))]()
     seeds = [0] if args.smoke else list(range(args.seeds))
     rows = [compare(task, seed, args.goal, args.probe_batches) for seed in seeds]
     summary = {
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     results = {"task": task.describe(), "goal": args.goal, "runs": rows, "summary": summary}
     if not args.smoke:
-        name = "peer_torch_pruning" if args.task == "mnist1d" else f"peer_torch_pruning_{args.task}"
+        name = "peer_torch_pruning" if task.name == "mnist1d" else f"peer_torch_pruning_{task.name}"
         write_report(name, pruning.device(), results)
     return results
 

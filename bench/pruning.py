@@ -63,8 +63,9 @@ class Task:
         return {k: v for k, v in asdict(self).items() if k not in ("model", "splits")}
 
     def key(self) -> str:
-        """A digest of everything that determines a baseline: the budget, model and data builders."""
-        parts = [self.describe(), _builder_key(self.model), _builder_key(self.splits)]
+        """A digest of everything that determines the baseline: its training settings, model and data."""
+        training = [self.baseline_stages, self.solver, self.l2_regularization, self.batch]
+        parts = [training, _builder_key(self.model), _builder_key(self.splits)]
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -110,7 +111,7 @@ def baseline(task: Task, seed: int) -> tuple[dict, float, float]:
     Cached in the process and on disk under ``BASELINE_CACHE`` (keyed by :meth:`Task.key`), so
     the anchor, the ablation and the peer comparison start from the same trained network.
     """
-    path = BASELINE_CACHE / f"{task.name}-{task.key()}-seed{seed}.pt"
+    path = BASELINE_CACHE / f"baseline-{task.key()}-seed{seed}.pt"
     if path.is_file():
         blob = torch.load(path, weights_only=True)
         return blob["weights"], blob["test_accuracy"], blob["seconds"]

@@ -78,8 +78,9 @@ def test_baseline_is_cached_on_disk_per_budget():
     pruning.baseline.cache_clear()
     again, accuracy_again, _ = pruning.baseline(task, 0)
     assert accuracy_again == accuracy and all(torch.equal(weights[k], again[k]) for k in weights)
-    assert replace(task, finetune_learn_rate=1e-3).key() != task.key()
-    assert len(list(pruning.BASELINE_CACHE.glob("mnist1d-*-seed0.pt"))) == 1
+    assert replace(task, baseline_stages=((1e-3, 1),)).key() != task.key()
+    assert replace(task, finetune_learn_rate=1e-3, name="other").key() == task.key()  # same baseline
+    assert len(list(pruning.BASELINE_CACHE.glob("baseline-*-seed0.pt"))) == 1
 
 
 @pytest.mark.parametrize("task", ["mnist1d", "cifar10"])
