@@ -78,3 +78,14 @@ def stop_mlflow_server(server: subprocess.Popen) -> None:
     if server.poll() is None:
         os.killpg(server.pid, 9)
     server.wait(timeout=30)
+
+
+def trial_runs(uri: str, experiment: str = "digits_default") -> list:
+    """The trial runs (not the parent runs) of ``experiment`` in the tracking store at ``uri``."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return client.search_runs([found.experiment_id], filter_string="tags.`prune_sweep.role` = 'trial'")

@@ -17,7 +17,7 @@ from prune_core import TrainingOptions, compress_network
 from prune_core.data import load_digits_tensors
 from prune_core.models import DigitsCNN
 
-from .sweep_helpers import TINY, free_port, prune_sweep, start_mlflow_server, stop_mlflow_server
+from .sweep_helpers import TINY, free_port, prune_sweep, start_mlflow_server, stop_mlflow_server, trial_runs
 
 SLOW_TRIAL = [  # one trial of about six pruning iterations, a few seconds each
     *TINY,
@@ -26,14 +26,6 @@ SLOW_TRIAL = [  # one trial of about six pruning iterations, a few seconds each
     "prune.reduction_goal=0.6",
     "prune.reduction_increment=0.1",
 ]
-
-
-def _trial_runs(uri: str) -> list:
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("digits_default")
-    if experiment is None:
-        return []
-    return client.search_runs([experiment.experiment_id], filter_string="tags.`prune_sweep.role` = 'trial'")
 
 
 def _start_sweep(*args: str, cwd: Path) -> subprocess.Popen:
@@ -57,7 +49,7 @@ def _wait_for(condition, driver: subprocess.Popen, what: str, timeout: float = 3
 
 def _assert_one_continuous_run(uri: str) -> dict:
     """One FINISHED trial run whose per-iteration and per-batch metrics have no gaps or duplicates."""
-    runs = _trial_runs(uri)
+    runs = trial_runs(uri)
     assert len(runs) == 1, [r.info.run_id for r in runs]
     run, client = runs[0], MlflowClient(uri)
     assert run.info.status == "FINISHED" and run.data.tags["stop_reason"] == "Learnables reduction goal reached."
@@ -107,7 +99,7 @@ def test_mlflow_server_going_away_fails_the_trial_in_bounded_time_and_resume_fin
         client = MlflowClient(uri)
 
         def iterations_logged() -> int:
-            runs = _trial_runs(uri)
+            runs = trial_runs(uri)
             return len(client.get_metric_history(runs[0].info.run_id, "learnables")) if runs else 0
 
         _wait_for(lambda: iterations_logged() >= 3, driver, "two logged pruning iterations")
@@ -137,7 +129,7 @@ def test_diverging_trial_stops_cleanly_while_the_others_finish(tmp_path):
     result = prune_sweep(*TINY, grid, f"output_dir={tmp_path}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    runs = {r.data.params["finetune.learn_rate"]: r for r in _trial_runs(uri)}
+    runs = {r.data.params["finetune.learn_rate"]: r for r in trial_runs(uri)}
     assert set(runs) == {"0.01", "1000000000000.0"}
     diverged, normal = runs["1000000000000.0"], runs["0.01"]
     assert diverged.info.status == normal.info.status == "FINISHED"

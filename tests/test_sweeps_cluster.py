@@ -14,18 +14,10 @@ from mlflow import MlflowClient
 
 from sweeps.runner import run_sweep
 
-from .sweep_helpers import TINY, compose_config, free_port, prune_sweep
+from .sweep_helpers import TINY, compose_config, free_port, prune_sweep, trial_runs
 
 RAY = str(Path(sys.executable).with_name("ray"))
 TWO_TRIALS = "+sweep.grid.prune.reduction_increment=[0.2,0.4]"
-
-
-def _trial_runs(uri: str) -> list:
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("digits_default")
-    if experiment is None:
-        return []
-    return client.search_runs([experiment.experiment_id], filter_string="tags.`prune_sweep.role` = 'trial'")
 
 
 def test_logical_gpus_bound_concurrency_and_cpu_fallback_only_when_configured(tmp_path):
@@ -34,7 +26,7 @@ def test_logical_gpus_bound_concurrency_and_cpu_fallback_only_when_configured(tm
         common = [*TINY, TWO_TRIALS, "ray.gpus_per_trial=1", "ray.max_concurrent_trials=2"]
         outcome = run_sweep(compose_config(*common, f"output_dir={tmp_path / 'a'}", "ray.allow_cpu_fallback=true"))
         assert outcome.failed_trials == 0 and len(outcome.table) == 2
-        runs = sorted(_trial_runs(outcome.tracking_uri), key=lambda r: r.info.start_time)
+        runs = sorted(trial_runs(outcome.tracking_uri), key=lambda r: r.info.start_time)
         assert runs[0].info.end_time <= runs[1].info.start_time  # one GPU: one trial at a time
         refused = run_sweep(compose_config(*common, f"output_dir={tmp_path / 'b'}", "ray.allow_cpu_fallback=false"))
         assert refused.failed_trials == 2 and refused.table.empty
@@ -60,7 +52,7 @@ def two_node_cluster(tmp_path):
 def test_sweep_joins_a_running_two_node_cluster(tmp_path, two_node_cluster):
     result = prune_sweep(*TINY, TWO_TRIALS, f"output_dir={tmp_path}", f"ray.address={two_node_cluster}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = _trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" and "final_learnables" in r.data.metrics for r in runs)
     nodes = {r.data.tags["ray.node_id"] for r in runs}
     assert len(nodes) == 2  # one CPU per node, two concurrent trials: one trial on each node
@@ -78,17 +70,17 @@ def test_resume_after_the_driver_was_killed_finishes_only_missing_trials(tmp_pat
     )
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     deadline = time.monotonic() + 300
-    while not any(r.info.status == "FINISHED" for r in _trial_runs(uri) if (tmp_path / "mlflow.db").exists()):
+    while not any(r.info.status == "FINISHED" for r in trial_runs(uri) if (tmp_path / "mlflow.db").exists()):
         assert time.monotonic() < deadline and driver.poll() is None, "no trial finished before the deadline"
         time.sleep(1)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything in its session
     driver.wait()
-    finished_before = {r.data.tags["prune_sweep.trial_id"] for r in _trial_runs(uri) if r.info.status == "FINISHED"}
+    finished_before = {r.data.tags["prune_sweep.trial_id"] for r in trial_runs(uri) if r.info.status == "FINISHED"}
     assert 1 <= len(finished_before) < 4
 
     result = prune_sweep(f"output_dir={tmp_path}", "resume=digits_default", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = _trial_runs(uri)
+    runs = trial_runs(uri)
     trial_ids = [r.data.tags["prune_sweep.trial_id"] for r in runs]
     assert len(runs) == 4 and len(set(trial_ids)) == 4  # no duplicated and no lost trial runs
     client = MlflowClient(uri)
