@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -70,10 +71,15 @@ class Task:
 
 
 def _builder_key(builder: Callable) -> str:
-    """A stable description of a function or ``functools.partial`` (no memory addresses)."""
+    """A stable description of a function or ``functools.partial`` (no memory addresses; a module
+    run with ``python -m`` is named by its import name, not ``__main__``)."""
     if isinstance(builder, functools.partial):
         return f"{_builder_key(builder.func)}{builder.args}{sorted(builder.keywords.items())}"
-    return f"{builder.__module__}.{builder.__qualname__}"
+    module = builder.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
+    return f"{module}.{builder.__qualname__}"
 
 
 def device() -> torch.device:

@@ -103,3 +103,18 @@ def test_sweep_overhead_benchmark_smoke():
         assert run["trials"] == 2 and run["failed"] == 0
         assert 0 < run["compress_s_mean"] < run["trial_s_mean"] < run["wall_s"]
     assert results["throughput_gain"] > 0
+
+
+def test_baseline_key_is_the_same_when_the_task_module_runs_as_main(monkeypatch):
+    import sys
+    import types
+
+    from bench import cifar10
+
+    def splits():  # what `python -m bench.cifar10` defines: the same function, in module __main__
+        return None
+
+    splits.__module__, splits.__qualname__ = "__main__", "splits"
+    spec = types.SimpleNamespace(name="bench.cifar10")
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__spec__=spec))
+    assert pruning._builder_key(splits) == pruning._builder_key(cifar10.splits)
