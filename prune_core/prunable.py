@@ -342,7 +342,8 @@ class TaylorPrunableNetwork(nn.Module):
         return len(removed)
 
     def minimum_learnables(self) -> int:
-        """Learnables left at maximum compression (every prunable group down to one unit)."""
+        """Learnables left at maximum compression (every prunable group down to
+        ``min(channel_multiple, its units)`` units)."""
         fewest = {
             root: torch.arange(keep.numel()) < min(self.channel_multiple, keep.numel())
             for root, keep in self._unit_masks().items()

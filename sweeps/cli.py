@@ -50,16 +50,12 @@ def main(cfg: DictConfig) -> None:
 
     try:
         outcome = run_sweep(_plain(cfg))
-    except ConfigError as err:
+    except (ConfigError, TrackingUnavailable) as err:  # user or environment errors: one paragraph, no traceback
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"prune-sweep: invalid configuration: {err}", file=sys.stderr)
-        sys.exit(2)
-    except TrackingUnavailable as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"prune-sweep: {err}", file=sys.stderr)
-        sys.exit(3)
+        invalid = isinstance(err, ConfigError)
+        print(f"prune-sweep: {'invalid configuration: ' if invalid else ''}{err}", file=sys.stderr)
+        sys.exit(2 if invalid else 3)
     _print_outcome(outcome)
     if outcome.failed_trials:
         sys.exit(1)
