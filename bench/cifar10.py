@@ -100,6 +100,12 @@ def reduced_one_epoch_task() -> pruning.Task:
     return replace(task(finetune_epochs=1), name="cifar10_ft1")
 
 
+def reduced_retrain_task() -> pruning.Task:
+    """The reduced budget with 1 fine-tuning epoch per pruning iteration, then MATLAB's retraining
+    of the pruned network: 4 epochs from 0.01, dropped tenfold every 2 epochs."""
+    return replace(task(finetune_epochs=1), name="cifar10_retrain", retrain_epochs=4)
+
+
 def subset_task() -> pruning.Task:
     """The ablation's CIFAR-10 subset: 5,000 training images, 1 fine-tuning epoch and 20% of the
     learnables per iteration."""
@@ -107,19 +113,28 @@ def subset_task() -> pruning.Task:
 
 
 def full_task() -> pruning.Task:
-    """The GPU schedule: all 45,000 training images, 160 baseline epochs, 4 fine-tuning epochs per iteration."""
-    return replace(task(train_samples=45000, baseline_epochs=160, finetune_epochs=4), name="cifar10_full")
+    """The GPU schedule: all 45,000 training images, 160 baseline epochs, 4 fine-tuning epochs per
+    iteration, then MATLAB's retraining (10 epochs from 0.01, dropped tenfold every 2)."""
+    return replace(
+        task(train_samples=45000, baseline_epochs=160, finetune_epochs=4), name="cifar10_full", retrain_epochs=10
+    )
 
 
 def smoke_task() -> pruning.Task:
     return replace(
-        task(finetune_epochs=1), splits=synthetic_splits, baseline_stages=((0.01, 1),), batch=32, increment=0.3
+        task(finetune_epochs=1),
+        splits=synthetic_splits,
+        baseline_stages=((0.01, 1),),
+        batch=32,
+        increment=0.3,
+        retrain_epochs=1,
     )
 
 
 BUDGETS = {
     "reduced": task,
     "reduced_ft1": reduced_one_epoch_task,
+    "reduced_retrain": reduced_retrain_task,
     "subset": subset_task,
     "full": full_task,
     "smoke": smoke_task,

@@ -86,16 +86,23 @@ def compare(task: pruning.Task, seed: int, goal: float, probe_batches: int) -> d
     start = time.perf_counter()
     pruned = tp_prune(model, ratio, steps, task, seed, True, task.scoring_batches)
     seconds = time.perf_counter() - start
+    retrained = pruning.retrain(task, seed, pruned)
     return {
         "seed": seed,
         "baseline_test_accuracy": ours["baseline_test_accuracy"],
-        "ours": {k: ours[k] for k in ("learnables", "reduction", "pruned_test_accuracy", "seconds")},
+        "ours": {
+            k: ours[k]
+            for k in ("learnables", "reduction", "pruned_test_accuracy", "seconds")
+            + ("test_accuracy_before_retrain", "retrain_seconds")
+            if k in ours
+        },
         "torch_pruning": {
             "pruning_ratio": ratio,
             "learnables": learnable_parameters(pruned),
             "reduction": 1 - learnable_parameters(pruned) / ours["original_learnables"],
             "pruned_test_accuracy": pruning.test_accuracy(task, pruned),
-            "seconds": seconds,
+            **retrained,
+            "seconds": seconds + retrained.get("retrain_seconds", 0.0),
         },
     }
 

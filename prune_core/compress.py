@@ -20,7 +20,15 @@ from prune_core import importance
 from prune_core.checks import fraction, one_of, positive_int, writable_folder
 from prune_core.options import HIGHER_IS_BETTER, TrainingOptions
 from prune_core.prunable import TaylorPrunableNetwork
-from prune_core.train import as_loader, batch_metrics, check_data, evaluate, make_optimizer, resolve_loss
+from prune_core.train import (
+    as_loader,
+    batch_metrics,
+    check_data,
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    resolve_loss,
+)
 
 VERBOSITY = ("summary", "pruning", "training", "off")
 PLOTS = ("none", "pruning-progress")
@@ -281,6 +289,7 @@ def _fine_tune(pnet, loader, val_loader, loss, options, device, state: _State, s
     Returns True when the loss became non-finite (training diverged).
     """
     optimizer = make_optimizer(pnet.parameters(), options)
+    scheduler = make_scheduler(optimizer, options)
     total = options.max_epochs * len(loader)
     step = 0
     pnet.train()
@@ -324,6 +333,7 @@ def _fine_tune(pnet, loader, val_loader, loss, options, device, state: _State, s
                     }
                 )
                 pnet.train()
+        scheduler.step()
     return False
 
 

@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 
-from prune_core.checks import non_negative_number, one_of, positive_int, positive_number
+from prune_core.checks import fraction, non_negative_number, one_of, positive_int, positive_number
 
 SOLVERS = ("sgdm", "adam", "rmsprop")
 SHUFFLE = ("every-epoch", "once", "never")
+LEARN_RATE_SCHEDULES = ("none", "piecewise")
 METRICS = ("accuracy", "rmse")
 HIGHER_IS_BETTER = {"accuracy"}
 
@@ -27,6 +28,9 @@ class TrainingOptions:
 
     solver: str = "sgdm"
     initial_learn_rate: float = 0.01
+    learn_rate_schedule: str = "none"
+    learn_rate_drop_factor: float = 0.1
+    learn_rate_drop_period: int = 10
     momentum: float = 0.9
     l2_regularization: float = 1e-4
     mini_batch_size: int = 128
@@ -44,7 +48,15 @@ class TrainingOptions:
         one_of("TrainingOptions.solver", self.solver, SOLVERS)
         one_of("TrainingOptions.shuffle", self.shuffle, SHUFFLE)
         positive_number("TrainingOptions.initial_learn_rate", self.initial_learn_rate)
-        for name in ("mini_batch_size", "max_epochs", "validation_frequency", "verbose_frequency"):
+        one_of("TrainingOptions.learn_rate_schedule", self.learn_rate_schedule, LEARN_RATE_SCHEDULES)
+        fraction("TrainingOptions.learn_rate_drop_factor", self.learn_rate_drop_factor)
+        for name in (
+            "mini_batch_size",
+            "max_epochs",
+            "learn_rate_drop_period",
+            "validation_frequency",
+            "verbose_frequency",
+        ):
             positive_int(f"TrainingOptions.{name}", getattr(self, name))
         for name in ("momentum", "l2_regularization"):
             non_negative_number(f"TrainingOptions.{name}", getattr(self, name))
@@ -62,4 +74,3 @@ class TrainingOptions:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
-

@@ -10,6 +10,7 @@ from prune_core import TrainingOptions, compress_network
 from prune_core.compress import DIVERGED, GOAL_REACHED, MAX_COMPRESSION, THRESHOLD_EXCEEDED
 from prune_core.data import load_digits_tensors
 from prune_core.models import DigitsCNN
+from prune_core.train import train_network
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +203,59 @@ def test_threshold_without_validation_data_is_rejected(digits):
         )
 
 
-@pytest.mark.parametrize(("field", "value"), [("solver", "lbfgs"), ("mini_batch_size", -1), ("initial_learn_rate", -1)])
+def test_piecewise_schedule_restarts_with_every_pruning_iteration(digits, trained):
+    x_train, y_train, _, _ = digits
+    options = _options(
+        digits, max_epochs=3, learn_rate_schedule="piecewise", learn_rate_drop_period=2, learn_rate_drop_factor=0.5
+    )
+    _, info = compress_network(
+        trained,
+        (x_train[:256], y_train[:256]),
+        "crossentropy",
+        options,
+        learnables_reduction_goal=0.3,
+        learnables_reduction_increment=0.15,
+        verbosity_level="off",
+    )
+    rates = info.training_history.groupby(["pruning_iteration", "epoch"])["learn_rate"].unique()
+    assert info.training_history["pruning_iteration"].max() == 2
+    assert {key: list(value) for key, value in rates.items()} == {
+        (i, epoch): [0.01 if epoch < 3 else 0.005] for i in (1, 2) for epoch in (1, 2, 3)
+    }
+
+
+def test_train_network_follows_the_schedule(digits):
+    x_train, y_train, _, _ = digits
+    model = DigitsCNN(width=4)
+    options = TrainingOptions(
+        mini_batch_size=512, max_epochs=4, learn_rate_schedule="piecewise", learn_rate_drop_period=1, device="cpu"
+    )
+    optimizer_rates = []
+    original_step = torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        optimizer_rates.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.SGD, "step", recording_step)
+        train_network(model, (x_train, y_train), "crossentropy", options)
+    per_epoch = math.ceil(len(y_train) / 512)
+    expected = [0.01 * 0.1**epoch for epoch in range(4) for _ in range(per_epoch)]
+    assert optimizer_rates == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("solver", "lbfgs"),
+        ("mini_batch_size", -1),
+        ("initial_learn_rate", -1),
+        ("learn_rate_schedule", "cosine"),
+        ("learn_rate_drop_factor", 1.5),
+        ("learn_rate_drop_period", 0),
+    ],
+)
 def test_bad_training_options(field, value):
     with pytest.raises(ValueError, match=f"TrainingOptions.{field}"):
         TrainingOptions(**{field: value})
