@@ -80,7 +80,6 @@ class _State:
     pruning_rows: list[dict] = field(default_factory=list)
     training_rows: list[dict] = field(default_factory=list)
     validation_rows: list[dict] = field(default_factory=list)
-    good_state: dict | None = None
     stop_reason: str | None = None
 
 
@@ -110,7 +109,8 @@ def compress_network(
     ``learnables_reduction_increment`` x the original learnables are gone (or the goal is
     reached), fine-tunes for ``options.max_epochs`` and validates. Importance scores are
     accumulated on the last ``num_importance_score_iterations`` fine-tuning mini-batches of the
-    previous iteration (on a scoring pass before the first one). Returns the physically smaller
+    previous iteration (on a scoring pass before the first one). Fine-tuning runs on the
+    physically smaller network: the pruned filters are cut out after every pruning step. Returns the physically smaller
     network and a :class:`PruningInfo`. ``callbacks`` are called after every pruning iteration
     (and after its checkpoint is written) with an :class:`IterationResult`. ``resume_from``
     continues from a checkpoint file written to ``pruning_checkpoint_path``. ``channel_multiple``
@@ -138,11 +138,11 @@ def compress_network(
     train_loader = as_loader(train_data, options, train=True)
     val_loader = None if options.validation_data is None else as_loader(options.validation_data, options, train=False)
     example = next(iter(train_loader))[0][:1]
-    pnet = TaylorPrunableNetwork(
+    record = TaylorPrunableNetwork(
         model, example, layer_names=layer_names, criterion=criterion, channel_multiple=channel_multiple
-    ).to(device)
-    original = pnet.learnables
-    max_reduction = 1.0 - pnet.minimum_learnables() / original
+    )
+    original = record.learnables
+    max_reduction = 1.0 - record.minimum_learnables() / original
     goal = min(learnables_reduction_goal or max_reduction, max_reduction)
     score_batches = (
         min(100, len(train_loader))
@@ -152,14 +152,15 @@ def compress_network(
     log = _Printer(verbosity_level, options.verbose_frequency)
     state = _State()
     if resume_from is not None:
-        state = _load_checkpoint(Path(resume_from), pnet, train_loader)
+        pnet, state = _load_checkpoint(Path(resume_from), record, example.to(device), train_loader)
         log.line(f"Resumed from {resume_from} at pruning iteration {state.iteration}.")
     else:
+        pnet = record.to(device)  # the first pruning step masks the record itself, then compacts
         state.pruning_rows.append(
             _pruning_row(0, pnet, original, {}, _validate(pnet, val_loader, loss, options, device))
         )
-        state.good_state = _copy_state(pnet)
         log.line(f"Original network: {original} learnables, {pnet.num_prunables} prunable filters.")
+    good = _Snapshot.of(pnet, record)
 
     objective = options.objective_metric_name
     while state.stop_reason is None:
@@ -178,9 +179,12 @@ def compress_network(
         target = max(pnet.learnables - learnables_reduction_increment * original, original * (1.0 - goal))
         pnet.prune_to_learnables(math.floor(target))
         removed = {name: widths[name] - w for name, w in _widths(pnet).items() if widths[name] != w}
+        if pnet is not record:
+            record.record_pruning_of(pnet)
+        pnet = pnet.compacted(example.to(device))  # fine-tune the physically smaller network
         diverged = _fine_tune(pnet, train_loader, val_loader, loss, options, device, state, score_batches, log)
         if diverged:
-            pnet.load_state_dict(state.good_state)
+            pnet = good.restore(record)
             state.stop_reason = DIVERGED
             break
         val = _validate(pnet, val_loader, loss, options, device)
@@ -193,13 +197,13 @@ def compress_network(
         )
         log.progress(row["reduction"], goal, state.iteration)
         if validation_threshold is not None and _exceeds(val[objective], validation_threshold, objective):
-            pnet.load_state_dict(state.good_state)
+            pnet = good.restore(record)
             state.stop_reason = THRESHOLD_EXCEEDED
         else:
-            state.good_state = _copy_state(pnet)
+            good = _Snapshot.of(pnet, record)
         checkpoint = None
         if pruning_checkpoint_path and state.iteration % pruning_checkpoint_frequency == 0:
-            checkpoint = _save_checkpoint(Path(pruning_checkpoint_path), pnet, state, train_loader)
+            checkpoint = _save_checkpoint(Path(pruning_checkpoint_path), pnet, record, state, train_loader)
         result = IterationResult(
             row=dict(row),
             training_rows=[r for r in state.training_rows if r["pruning_iteration"] == state.iteration],
@@ -363,6 +367,28 @@ def _copy_state(pnet: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in pnet.state_dict().items()}
 
 
+# -- the last good network -------------------------------------------------------------------
+
+
+@dataclass
+class _Snapshot:
+    """The last good network: the working network, its weights and the record's masks."""
+
+    pnet: TaylorPrunableNetwork
+    weights: dict
+    record_masks: list[torch.Tensor]
+
+    @classmethod
+    def of(cls, pnet: TaylorPrunableNetwork, record: TaylorPrunableNetwork) -> _Snapshot:
+        return cls(pnet, _copy_state(pnet), record.unit_masks())
+
+    def restore(self, record: TaylorPrunableNetwork) -> TaylorPrunableNetwork:
+        """Put the snapshot back (the working network's weights and masks, the record's masks)."""
+        record.set_unit_masks(self.record_masks)
+        self.pnet.load_state_dict(self.weights)
+        return self.pnet
+
+
 def _info(pnet, pruned: nn.Module, model: nn.Module, state: _State, original: int) -> PruningInfo:
     before = {name: tuple(p.shape) for name, p in model.named_parameters()}
     after = {name: tuple(p.shape) for name, p in pruned.named_parameters()}
@@ -381,7 +407,7 @@ def _info(pnet, pruned: nn.Module, model: nn.Module, state: _State, original: in
 # -- checkpoints -----------------------------------------------------------------------------
 
 
-def _save_checkpoint(folder: Path, pnet, state: _State, loader) -> Path:
+def _save_checkpoint(folder: Path, pnet, record, state: _State, loader) -> Path:
     """Write the pruned network and the run state; atomically replaces ``latest.pt``.
 
     A failed write (disk full, folder gone or read-only) raises OSError naming the file and
@@ -390,6 +416,8 @@ def _save_checkpoint(folder: Path, pnet, state: _State, loader) -> Path:
     path = folder / f"pruning_iteration_{state.iteration:03d}.pt"
     payload = {
         "pnet": pnet.state_dict(),
+        "record_masks": record.unit_masks(),
+        "compacted": pnet is not record,
         "state": dict(vars(state)),
         "scores": (pnet._score_sum, pnet._score_batches),
         "torch_rng": torch.get_rng_state(),
@@ -416,15 +444,18 @@ def _save_checkpoint(folder: Path, pnet, state: _State, loader) -> Path:
     return path
 
 
-def _load_checkpoint(path: Path, pnet, loader) -> _State:
+def _load_checkpoint(path: Path, record, example: torch.Tensor, loader) -> tuple[TaylorPrunableNetwork, _State]:
+    """The working network and run state of a checkpoint; ``record`` gets the checkpoint's masks."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
+    record.to(example.device).set_unit_masks(payload["record_masks"])
+    pnet = record.compacted(example) if payload["compacted"] else record
     pnet.load_state_dict(payload["pnet"])
     state = _State(**payload["state"])
     pnet._score_sum, pnet._score_batches = payload["scores"]
     torch.set_rng_state(payload["torch_rng"])
     if payload["loader_rng"] is not None and getattr(loader, "generator", None) is not None:
         loader.generator.set_state(payload["loader_rng"])
-    return state
+    return pnet, state
 
 
 # -- terminal output -------------------------------------------------------------------------

@@ -378,6 +378,50 @@ class TaylorPrunableNetwork(nn.Module):
         self._refresh_masks()
         self._score_sum, self._score_batches = None, 0
 
+    # -- compaction ---------------------------------------------------------------------------
+
+    def unit_masks(self) -> list[torch.Tensor]:
+        """A copy of every prunable group's keep-mask over its units (True = kept)."""
+        return [keep.detach().cpu().clone() for keep in self._unit_masks().values()]
+
+    def set_unit_masks(self, masks: Sequence[torch.Tensor]) -> None:
+        """Restore keep-masks taken with :meth:`unit_masks`; resets the scores."""
+        with torch.no_grad():
+            for keep, mask in zip(self._unit_masks().values(), masks, strict=True):
+                keep.copy_(mask)
+        self._refresh_masks()
+        self._score_sum, self._score_batches = None, 0
+
+    def compacted(self, example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> TaylorPrunableNetwork:
+        """A new prunable network over :meth:`to_module` (pruned filters physically removed).
+
+        It keeps this network's criterion and channel multiple; its prunable convs are those of
+        this network's groups that keep more than one unit. Its units are this network's kept
+        units, in order (see :meth:`record_pruning_of`).
+        """
+        layers = [
+            conv
+            for convs, units in zip(self.layer_groups, self.group_units, strict=True)
+            if units > 1
+            for conv in convs
+        ]
+        return TaylorPrunableNetwork(
+            self.to_module(),
+            example_inputs,
+            layer_names=layers,
+            criterion=self.criterion,
+            channel_multiple=self.channel_multiple,
+        )
+
+    def record_pruning_of(self, compact: TaylorPrunableNetwork) -> None:
+        """Mask here the units masked in ``compact``, a :meth:`compacted` copy of this network."""
+        with torch.no_grad():
+            for convs, keep in zip(compact.layer_groups, compact._unit_masks().values(), strict=True):
+                mine = getattr(self, f"keep_{self._group_of(convs[0])}")
+                kept = mine.nonzero().flatten()
+                mine[kept[~keep.to(mine.device)]] = False
+        self._refresh_masks()
+
     # -- extraction ---------------------------------------------------------------------------
 
     def to_module(self) -> nn.Module:

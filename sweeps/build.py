@@ -54,6 +54,9 @@ def training_options(cfg: dict, data: DataBundle, device: str, seed: int, baseli
     return TrainingOptions(
         solver=ft["solver"],
         initial_learn_rate=ft["baseline_learn_rate" if baseline else "learn_rate"],
+        learn_rate_schedule=ft["learn_rate_schedule"],
+        learn_rate_drop_factor=ft["learn_rate_drop_factor"],
+        learn_rate_drop_period=ft["learn_rate_drop_period"],
         momentum=ft["momentum"],
         l2_regularization=ft["weight_decay"],
         mini_batch_size=ft["batch_size"],

@@ -15,7 +15,7 @@ from typing import Any
 from prune_core import importance
 from prune_core.checks import fraction, non_negative_number, one_of, positive_int, positive_number, writable_folder
 from prune_core.models.registry import check_model_name
-from prune_core.options import SOLVERS
+from prune_core.options import LEARN_RATE_SCHEDULES, SOLVERS
 from sweeps.data import DATASETS
 
 GENERIC_SUBSETS = ("early_convs", "late_convs")
@@ -114,6 +114,9 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "prune.validation_threshold": _optional(non_negative_number),
     "finetune.solver": _choice(tuple(SOLVERS)),
     "finetune.learn_rate": positive_number,
+    "finetune.learn_rate_schedule": _choice(LEARN_RATE_SCHEDULES),
+    "finetune.learn_rate_drop_factor": fraction,
+    "finetune.learn_rate_drop_period": positive_int,
     "finetune.momentum": non_negative_number,
     "finetune.weight_decay": non_negative_number,
     "finetune.batch_size": positive_int,

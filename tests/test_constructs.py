@@ -198,3 +198,24 @@ def test_channel_multiple_keeps_multiples_of_it_in_every_pruned_group():
 def test_channel_multiple_must_be_a_positive_integer():
     with pytest.raises(ValueError, match="channel_multiple"):
         TaylorPrunableNetwork(nn.Sequential(nn.Conv2d(1, 4, 3)), torch.randn(1, 1, 5, 5), channel_multiple=0)
+
+
+@pytest.mark.parametrize("net", [ResidualNet, ConcatNet, GatedNet, GroupedNet, ShuffleNet])
+def test_pruning_a_compacted_copy_is_recorded_on_the_original_filters(net):
+    x = torch.randn(2, 3, 8, 8)
+    torch.manual_seed(0)
+    record = TaylorPrunableNetwork(net(), x, criterion="random")
+    prune_fraction(record, 0.3, step=1)
+    compact = record.compacted(x)
+    assert compact.learnables == record.learnables and compact.group_units == [
+        units for units in record.group_units if units > 1
+    ]
+    learnables = compact.learnables
+    prune_fraction(compact, 0.4, step=1)
+    assert compact.learnables < learnables
+    record.record_pruning_of(compact)
+    # no training in between: the record, pruned on the original filters, is the same network
+    expected, actual = record.to_module().state_dict(), compact.to_module().state_dict()
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    assert_exact(record, x)

@@ -29,6 +29,8 @@ FUZZ_POOL: dict[str, list] = {
     "prune.layers": ["all", "late_convs", "early_convs", "middle", "[features.0]", "[features.0,nope]", "[]"],
     "prune.validation_threshold": ["null", 0.5, -1, "high"],
     "finetune.learn_rate": [0.01, 0.1, -1, 0, "fast"],
+    "finetune.learn_rate_schedule": ["none", "piecewise", "cosine"],
+    "finetune.learn_rate_drop_period": [1, 0],
     "finetune.batch_size": [16, 64, 0, -5, 2.5],
     "finetune.solver": ["sgdm", "adam", "rmsprop", "lbfgs"],
     "finetune.epochs": [1, 2, 0, "many"],

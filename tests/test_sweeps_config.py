@@ -32,6 +32,8 @@ def test_default_config_is_a_grid_of_eight_valid_trials():
         ("finetune.learn_rate=-0.1", "finetune.learn_rate"),
         ("finetune.batch_size=0", "finetune.batch_size"),
         ("finetune.solver=lbfgs", "finetune.solver"),
+        ("finetune.learn_rate_schedule=cosine", "finetune.learn_rate_schedule"),
+        ("finetune.learn_rate_drop_factor=2", "finetune.learn_rate_drop_factor"),
         ("model.name=resnet21", "model.name"),
         ("ray.gpus_per_trial=-1", "ray.gpus_per_trial"),
         ("ray.max_concurrent_trials=0", "ray.max_concurrent_trials"),
