@@ -29,10 +29,25 @@ class Baseline:
     """True when an earlier sweep had already trained it."""
 
 
+BASELINE_TRAINING_KEYS = (
+    "solver",
+    "momentum",
+    "weight_decay",
+    "batch_size",
+    "baseline_epochs",
+    "baseline_learn_rate",
+    "learn_rate_schedule",
+    "learn_rate_drop_factor",
+    "learn_rate_drop_period",
+)
+"""The ``finetune`` keys the baseline's training uses (the others only affect the trials)."""
+
+
 def baseline_key(cfg: dict) -> str:
-    """Hash of everything that determines the baseline weights: model, data and fine-tuning config."""
+    """Hash of everything that determines the baseline weights: model, data and how it is trained."""
     model = {k: v for k, v in cfg["model"].items() if k != "layer_subsets"}
-    blob = json.dumps({"model": model, "data": cfg["data"], "finetune": cfg["finetune"]}, sort_keys=True)
+    training = {k: cfg["finetune"][k] for k in BASELINE_TRAINING_KEYS}
+    blob = json.dumps({"model": model, "data": cfg["data"], "training": training}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -153,3 +153,13 @@ def test_baseline_does_not_depend_on_the_global_random_state(tmp_path):
         weights.append(torch.load(baseline.path, weights_only=True))
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert prepare_baseline(cfg, data, tmp_path / "run1", "cpu").cached
+
+
+def test_baseline_key_covers_only_what_trains_the_baseline():
+    from sweeps.baseline import baseline_key
+
+    key = baseline_key(compose_config())
+    assert baseline_key(compose_config("finetune.epochs=3", "finetune.learn_rate=0.02")) == key
+    assert baseline_key(compose_config("prune.criterion=l1")) == key
+    for override in ("finetune.baseline_epochs=2", "finetune.learn_rate_schedule=piecewise", "data.name=mnist1d"):
+        assert baseline_key(compose_config(override)) != key, override
