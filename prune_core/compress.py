@@ -110,11 +110,12 @@ def compress_network(
     reached), fine-tunes for ``options.max_epochs`` and validates. Importance scores are
     accumulated on the last ``num_importance_score_iterations`` fine-tuning mini-batches of the
     previous iteration (on a scoring pass before the first one). Fine-tuning runs on the
-    physically smaller network: the pruned filters are cut out after every pruning step. Returns the physically smaller
-    network and a :class:`PruningInfo`. ``callbacks`` are called after every pruning iteration
-    (and after its checkpoint is written) with an :class:`IterationResult`. ``resume_from``
-    continues from a checkpoint file written to ``pruning_checkpoint_path``. ``channel_multiple``
-    makes every pruned group keep a multiple of that many filters (see TaylorPrunableNetwork).
+    physically smaller network: the pruned filters are cut out after every pruning step.
+    Returns the physically smaller network and a :class:`PruningInfo`. ``callbacks`` are called
+    after every pruning iteration (and after its checkpoint is written) with an
+    :class:`IterationResult`. ``resume_from`` continues from a checkpoint file written to
+    ``pruning_checkpoint_path``. ``channel_multiple`` makes every pruned group keep a multiple of
+    that many filters (see TaylorPrunableNetwork).
     """
     options = options or TrainingOptions()
     loss = resolve_loss(loss_fn)
