@@ -11,12 +11,14 @@ import argparse
 import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -31,7 +33,7 @@ from prune_core.metrics import learnable_parameters
 from prune_core.train import as_loader, evaluate, resolve_loss, train_network
 
 Splits = tuple[Any, Any, Any]  # (train, validation, test): Datasets or (inputs, targets) pairs
-BASELINE_CACHE = Path("~/.cache/taylor-prune/bench").expanduser()
+BASELINE_CACHE = Path(os.environ.get("TAYLOR_PRUNE_BENCH_CACHE", "~/.cache/taylor-prune/bench")).expanduser()
 GOALS = (0.3, 0.5, 0.7)
 CRITERIA = ("taylor", "l1", "random")
 
@@ -256,9 +258,29 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
-def anchor(task: Task, seeds: list[int]) -> dict:
+Run = Callable[[Task, int, float, str], dict]
+
+
+def run_all(run: Run, task: Task, cases: list[tuple[int, float, str]], jobs: int = 1) -> list[dict]:
+    """``run(task, seed, goal, criterion)`` for every case, in ``jobs`` processes at a time.
+
+    Worker processes keep the parent's torch thread count; results come back in case order.
+    """
+    if jobs == 1:
+        return [run(task, *case) for case in cases]
+    context = multiprocessing.get_context("spawn")
+    threads = torch.get_num_threads()
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        return list(pool.map(functools.partial(_run_case, run, task), cases))
+
+
+def _run_case(run: Run, task: Task, case: tuple[int, float, str]) -> dict:
+    return run(task, *case)
+
+
+def anchor(task: Task, seeds: list[int], jobs: int = 1) -> dict:
     """compress_network to the task's anchor goal from each seed's baseline."""
-    rows = [prune_run(task, seed, task.anchor_goal, "taylor") for seed in seeds]
+    rows = run_all(prune_run, task, [(seed, task.anchor_goal, "taylor") for seed in seeds], jobs)
     s = summarize(rows)
     print(
         f"reduction >= {100 * s['reduction_min']:.1f}%, test accuracy {s['baseline_mean']:.2f}% -> "
@@ -268,9 +290,10 @@ def anchor(task: Task, seeds: list[int]) -> dict:
     return {"runs": rows, "baselines": baselines, "summary": s}
 
 
-def ablation(task: Task, seeds: list[int], run: Callable[[Task, int, float, str], dict]) -> dict:
+def ablation(task: Task, seeds: list[int], run: Run, jobs: int = 1) -> dict:
     """``run`` for every goal in GOALS, criterion in CRITERIA and seed: the accuracy-vs-reduction curves."""
-    rows = [run(task, seed, goal, criterion) for goal in GOALS for criterion in CRITERIA for seed in seeds]
+    cases = [(seed, goal, criterion) for goal in GOALS for criterion in CRITERIA for seed in seeds]
+    rows = run_all(run, task, cases, jobs)
     curves = {
         f"{criterion}@{goal}": summarize([r for r in rows if r["criterion"] == criterion and r["goal"] == goal])
         for goal in GOALS
@@ -292,6 +315,7 @@ def main(budgets: dict[str, Callable[[], Task]], doc: str, argv: list[str] | Non
     parser.add_argument("--budget", choices=list(budgets), default=next(iter(budgets)))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs (seeds, criteria, goals) in parallel processes")
     parser.add_argument("--smoke", action="store_true", help="the same as --budget smoke --seeds 1, no report")
     args = parser.parse_args(argv)
     if args.threads:
@@ -300,9 +324,9 @@ def main(budgets: dict[str, Callable[[], Task]], doc: str, argv: list[str] | Non
     task = budgets["smoke" if smoke else args.budget]()
     seeds = [0] if smoke else list(range(args.seeds))
     if args.experiment == "anchor":
-        results = anchor(task, seeds)
+        results = anchor(task, seeds, args.jobs)
     else:
-        results = ablation(task, seeds, prune_run if args.experiment == "ablation" else oneshot_run)
+        results = ablation(task, seeds, prune_run if args.experiment == "ablation" else oneshot_run, args.jobs)
     results = {"budget": task.describe(), **results}
     if not smoke:
         write_report(f"{task.name}_{args.experiment}", device(), results)

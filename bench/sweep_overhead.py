@@ -40,9 +40,9 @@ def config(output_dir: Path, *overrides: str) -> dict:
 
 def timed_sweep(output_dir: Path, concurrent: int, extra: list[str]) -> dict:
     cfg = config(output_dir, f"ray.max_concurrent_trials={concurrent}", f"name=concurrency{concurrent}", *extra)
-    start = time.perf_counter()
+    start, start_clock = time.perf_counter(), time.time()
     outcome = run_sweep(cfg)
-    wall = time.perf_counter() - start
+    wall, end_clock = time.perf_counter() - start, time.time()
     ray.shutdown()
     runs = mlflow.MlflowClient(outcome.tracking_uri).search_runs(
         [mlflow.MlflowClient(outcome.tracking_uri).get_experiment_by_name(cfg["name"]).experiment_id],
@@ -58,6 +58,10 @@ def timed_sweep(output_dir: Path, concurrent: int, extra: list[str]) -> dict:
         "compress_s_mean": sum(compress) / len(compress),
         "trial_s_mean": sum(trials) / len(trials),
         "orchestration_s_per_trial": (wall * concurrent - sum(compress)) / len(runs),
+        # sweep start -> first trial's MLflow run (Ray, the first worker, the driver's set-up), and
+        # last trial's run end -> sweep end (the driver's summary)
+        "startup_s": min(r.info.start_time for r in runs) / 1000 - start_clock,
+        "wrapup_s": end_clock - max(r.info.end_time for r in runs) / 1000,
     }
 
 

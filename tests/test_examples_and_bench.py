@@ -9,8 +9,10 @@ from prune_core.examples import digits
 
 @pytest.fixture(autouse=True)
 def baseline_cache_in_tmp(tmp_path, monkeypatch):
-    """Benchmark baselines are cached in the test's folder, not the user's cache."""
+    """Benchmark baselines are cached in the test's folder, not the user's cache (also in the
+    worker processes of ``--jobs``)."""
     monkeypatch.setattr(pruning, "BASELINE_CACHE", tmp_path / "baselines")
+    monkeypatch.setenv("TAYLOR_PRUNE_BENCH_CACHE", str(tmp_path / "baselines"))
     pruning.baseline.cache_clear()
 
 
@@ -83,6 +85,18 @@ def test_baseline_is_cached_on_disk_per_budget():
     assert len(list(pruning.BASELINE_CACHE.glob("baseline-*-seed0.pt"))) == 1
 
 
+def test_parallel_runs_give_the_serial_results_in_order():
+    from bench import mnist1d
+
+    task = mnist1d.smoke_task()
+    cases = [(0, 0.5, "l1"), (0, 0.3, "l1")]
+    serial = pruning.run_all(pruning.oneshot_run, task, cases)
+    parallel = pruning.run_all(pruning.oneshot_run, task, cases, jobs=2)
+    assert [r["goal"] for r in parallel] == [0.5, 0.3]
+    assert parallel == serial
+    assert len(list(pruning.BASELINE_CACHE.glob("baseline-*-seed0.pt"))) == 1  # the workers used the test's cache
+
+
 @pytest.mark.parametrize("task", ["mnist1d", "cifar10"])
 def test_torch_pruning_peer_benchmark_smoke(task):
     from bench import peer_torch_pruning
@@ -102,6 +116,7 @@ def test_sweep_overhead_benchmark_smoke():
         run = results[key]
         assert run["trials"] == 2 and run["failed"] == 0
         assert 0 < run["compress_s_mean"] < run["trial_s_mean"] < run["wall_s"]
+        assert 0 < run["startup_s"] < run["wall_s"] and 0 < run["wrapup_s"] < run["wall_s"]
     assert results["throughput_gain"] > 0
 
 
