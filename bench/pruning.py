@@ -78,12 +78,13 @@ class Task:
 
 def _builder_key(builder: Callable) -> str:
     """A stable description of a function or ``functools.partial`` (no memory addresses; a module
-    run with ``python -m`` is named by its import name, not ``__main__``)."""
+    run with ``python -m`` is named by its import name, not ``__main__`` or, in a spawned worker,
+    ``__mp_main__``)."""
     if isinstance(builder, functools.partial):
         return f"{_builder_key(builder.func)}{builder.args}{sorted(builder.keywords.items())}"
     module = builder.__module__
-    if module == "__main__":
-        spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if module in ("__main__", "__mp_main__"):  # run with -m, or that module in a --jobs worker
+        spec = getattr(sys.modules[module], "__spec__", None)
         module = spec.name if spec is not None else module
     return f"{module}.{builder.__qualname__}"
 

@@ -120,7 +120,8 @@ def test_sweep_overhead_benchmark_smoke():
     assert results["throughput_gain"] > 0
 
 
-def test_baseline_key_is_the_same_when_the_task_module_runs_as_main(monkeypatch):
+@pytest.mark.parametrize("main", ["__main__", "__mp_main__"])  # `python -m`, and its --jobs workers
+def test_baseline_key_is_the_same_when_the_task_module_runs_as_main(monkeypatch, main):
     import sys
     import types
 
@@ -129,7 +130,7 @@ def test_baseline_key_is_the_same_when_the_task_module_runs_as_main(monkeypatch)
     def splits():  # what `python -m bench.cifar10` defines: the same function, in module __main__
         return None
 
-    splits.__module__, splits.__qualname__ = "__main__", "splits"
+    splits.__module__, splits.__qualname__ = main, "splits"
     spec = types.SimpleNamespace(name="bench.cifar10")
-    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__spec__=spec))
+    monkeypatch.setitem(sys.modules, main, types.SimpleNamespace(__spec__=spec))
     assert pruning._builder_key(splits) == pruning._builder_key(cifar10.splits)
