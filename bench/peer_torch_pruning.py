@@ -92,8 +92,14 @@ def compare(task: pruning.Task, seed: int, goal: float, probe_batches: int) -> d
         "baseline_test_accuracy": ours["baseline_test_accuracy"],
         "ours": {
             k: ours[k]
-            for k in ("learnables", "reduction", "pruned_test_accuracy", "seconds")
-            + ("test_accuracy_before_retrain", "retrain_seconds")
+            for k in (
+                "learnables",
+                "reduction",
+                "pruned_test_accuracy",
+                "seconds",
+                "test_accuracy_before_retrain",
+                "retrain_seconds",
+            )
             if k in ours
         },
         "torch_pruning": {

@@ -272,11 +272,7 @@ def run_all(run: Run, task: Task, cases: list[tuple[int, float, str]], jobs: int
     context = multiprocessing.get_context("spawn")
     threads = torch.get_num_threads()
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
-        return list(pool.map(functools.partial(_run_case, run, task), cases))
-
-
-def _run_case(run: Run, task: Task, case: tuple[int, float, str]) -> dict:
-    return run(task, *case)
+        return list(pool.map(run, [task] * len(cases), *zip(*cases, strict=True)))
 
 
 def anchor(task: Task, seeds: list[int], jobs: int = 1) -> dict:

@@ -139,6 +139,7 @@ def compress_network(
     train_loader = as_loader(train_data, options, train=True)
     val_loader = None if options.validation_data is None else as_loader(options.validation_data, options, train=False)
     example = next(iter(train_loader))[0][:1]
+    device_example = example.to(device)  # for tracing the compacted networks
     record = TaylorPrunableNetwork(
         model, example, layer_names=layer_names, criterion=criterion, channel_multiple=channel_multiple
     )
@@ -153,7 +154,7 @@ def compress_network(
     log = _Printer(verbosity_level, options.verbose_frequency)
     state = _State()
     if resume_from is not None:
-        pnet, state = _load_checkpoint(Path(resume_from), record, example.to(device), train_loader)
+        pnet, state = _load_checkpoint(Path(resume_from), record, device_example, train_loader)
         log.line(f"Resumed from {resume_from} at pruning iteration {state.iteration}.")
     else:
         pnet = record.to(device)  # the first pruning step masks the record itself, then compacts
@@ -182,7 +183,7 @@ def compress_network(
         removed = {name: widths[name] - w for name, w in _widths(pnet).items() if widths[name] != w}
         if pnet is not record:
             record.record_pruning_of(pnet)
-        pnet = pnet.compacted(example.to(device))  # fine-tune the physically smaller network
+        pnet = pnet.compacted(device_example)  # fine-tune the physically smaller network
         diverged = _fine_tune(pnet, train_loader, val_loader, loss, options, device, state, score_batches, log)
         if diverged:
             pnet = good.restore(record)

@@ -375,6 +375,10 @@ class TaylorPrunableNetwork(nn.Module):
     def _remove(self, units: list[tuple[int, int]]) -> None:
         for g, u in units:
             getattr(self, f"keep_{g}")[u] = False
+        self._masks_changed()
+
+    def _masks_changed(self) -> None:
+        """After the unit masks change: recompute the channel masks and reset the scores."""
         self._refresh_masks()
         self._score_sum, self._score_batches = None, 0
 
@@ -389,8 +393,7 @@ class TaylorPrunableNetwork(nn.Module):
         with torch.no_grad():
             for keep, mask in zip(self._unit_masks().values(), masks, strict=True):
                 keep.copy_(mask)
-        self._refresh_masks()
-        self._score_sum, self._score_batches = None, 0
+        self._masks_changed()
 
     def compacted(self, example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> TaylorPrunableNetwork:
         """A new prunable network over :meth:`to_module` (pruned filters physically removed).
@@ -414,13 +417,14 @@ class TaylorPrunableNetwork(nn.Module):
         )
 
     def record_pruning_of(self, compact: TaylorPrunableNetwork) -> None:
-        """Mask here the units masked in ``compact``, a :meth:`compacted` copy of this network."""
+        """Mask here the units masked in ``compact``, a :meth:`compacted` copy of this network;
+        resets the scores, as every pruning step does."""
         with torch.no_grad():
             for convs, keep in zip(compact.layer_groups, compact._unit_masks().values(), strict=True):
                 mine = getattr(self, f"keep_{self._group_of(convs[0])}")
                 kept = mine.nonzero().flatten()
                 mine[kept[~keep.to(mine.device)]] = False
-        self._refresh_masks()
+        self._masks_changed()
 
     # -- extraction ---------------------------------------------------------------------------
 
