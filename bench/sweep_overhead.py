@@ -65,6 +65,32 @@ def timed_sweep(output_dir: Path, concurrent: int, extra: list[str]) -> dict:
     }
 
 
+def _null_trial(params: dict) -> None:
+    from ray import tune
+
+    tune.report({"done": 1})
+
+
+def ray_floor(concurrent: int, trials: int) -> dict:
+    """Wall time of ``ray.init`` and a Tune run of ``trials`` report-only trials, ``concurrent`` at a time."""
+    from ray import tune
+
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        ray.init(include_dashboard=False)
+        init = time.perf_counter() - start
+        tuner = tune.Tuner(
+            tune.with_resources(_null_trial, {"cpu": 1}),
+            param_space={"index": tune.grid_search(list(range(trials)))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
+            run_config=tune.RunConfig(storage_path=folder, verbose=0),
+        )
+        tuner.fit()
+        wall = time.perf_counter() - start
+        ray.shutdown()
+    return {"ray_init_s": init, "wall_s": wall, "per_trial_s": wall * concurrent / trials}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--finetune-epochs", type=int, default=1, help="finetune.epochs of every trial")
@@ -79,17 +105,25 @@ def main(argv: list[str] | None = None) -> dict:
         ray.shutdown()
         two = timed_sweep(output, 2, data + grid)
         one = timed_sweep(output, 1, data + grid)
+    floor = {"two_concurrent": ray_floor(2, two["trials"]), "one_at_a_time": ray_floor(1, one["trials"])}
     results = {
         "finetune_epochs": args.finetune_epochs,
         "two_concurrent": two,
         "one_at_a_time": one,
         "throughput_gain": one["wall_s"] / two["wall_s"],
         "orchestration_share_of_60s_trial": two["orchestration_s_per_trial"] / 60.0,
+        "ray_floor": floor,
+        "above_ray_floor_s_per_trial": {
+            key: run["orchestration_s_per_trial"] - floor[key]["per_trial_s"]
+            for key, run in (("two_concurrent", two), ("one_at_a_time", one))
+        },
     }
     print(
         f"{two['trials']} trials: {one['wall_s']:.1f} s one at a time, {two['wall_s']:.1f} s two at a time "
         f"(gain {results['throughput_gain']:.2f}x); orchestration {two['orchestration_s_per_trial']:.1f} s per trial "
-        f"({100 * results['orchestration_share_of_60s_trial']:.1f}% of a 60 s trial)"
+        f"({100 * results['orchestration_share_of_60s_trial']:.1f}% of a 60 s trial); Ray's own floor "
+        f"{floor['two_concurrent']['per_trial_s']:.1f} s per trial, ours above it "
+        f"{results['above_ray_floor_s_per_trial']['two_concurrent']:.1f} s"
     )
     if not args.smoke:
         name = "sweep_overhead" if args.finetune_epochs == 1 else f"sweep_overhead_epochs{args.finetune_epochs}"

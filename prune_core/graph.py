@@ -198,7 +198,7 @@ class _ChannelAnalysis:
             if target in ops.SHAPE_QUERY_METHODS:
                 return None
             return self._unknown(node, f"unsupported tensor method .{target}()")
-        if target in ops.CHANNELWISE_FUNCTIONS:
+        if ops.is_channelwise_function(target):
             return self._channelwise(node)
         if target in ops.BINARY_FUNCTIONS:
             return self._binary(node)

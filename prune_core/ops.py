@@ -6,6 +6,7 @@ Anything not listed here is treated as unknown: the channels it touches become n
 from __future__ import annotations
 
 import operator
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -27,14 +28,6 @@ CHANNELWISE_MODULES = (
 RESHAPE_MODULES = (nn.Flatten,)
 
 
-def _optional_torchvision_functions() -> set:
-    try:
-        from torchvision.ops import stochastic_depth
-    except ImportError:  # torchvision is a dependency, but the engine does not need it
-        return set()
-    return {stochastic_depth}
-
-
 CHANNELWISE_FUNCTIONS = {
     torch.relu, torch.relu_, F.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.gelu, F.silu, F.mish,
     F.hardswish, F.hardsigmoid, F.hardtanh, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh,
@@ -43,7 +36,21 @@ CHANNELWISE_FUNCTIONS = {
     F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d,
     F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
     F.interpolate,
-} | _optional_torchvision_functions()
+}
+
+
+def is_channelwise_function(target: object) -> bool:
+    """Whether a traced function call maps channel c to channel c (:data:`CHANNELWISE_FUNCTIONS`).
+
+    torchvision's ``stochastic_depth`` counts too. It is looked up only once torchvision has loaded
+    it (a model that calls it imported it), so importing the engine never imports torchvision.
+    """
+    if target in CHANNELWISE_FUNCTIONS:
+        return True
+    module = sys.modules.get("torchvision.ops.stochastic_depth")
+    return module is not None and target is getattr(module, "stochastic_depth", None)
+
+
 CHANNELWISE_METHODS = {
     "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "abs", "exp",
     "neg", "contiguous", "clone", "float", "half", "double", "to", "type_as",

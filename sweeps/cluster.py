@@ -22,7 +22,6 @@ def connect_ray(cfg: dict) -> dict[str, float]:
     # one checkpoint per pruning iteration is by design: silence Tune's "snapshotting too often" warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     address = cfg["ray"]["address"] or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": dict(_TRIAL_ENV)}
     if ray.is_initialized():
         resources = ray.cluster_resources()
     else:
@@ -30,14 +29,9 @@ def connect_ray(cfg: dict) -> dict[str, float]:
             check_address(address)
         try:
             if address:
-                ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
-            else:
-                ray.init(
-                    num_cpus=cfg["ray"]["num_cpus"],
-                    num_gpus=cfg["ray"]["num_gpus"],
-                    include_dashboard=False,
-                    runtime_env=runtime_env,
-                )
+                ray.init(address=address, runtime_env={"env_vars": dict(_TRIAL_ENV)}, log_to_driver=True)
+            else:  # its workers inherit _TRIAL_ENV from this process; a runtime_env would cost fresh workers
+                ray.init(num_cpus=cfg["ray"]["num_cpus"], num_gpus=cfg["ray"]["num_gpus"], include_dashboard=False)
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise ConfigError(
                 f"ray.address={address!r} could not be reached ({str(err).splitlines()[0]}); start the cluster "

@@ -93,6 +93,7 @@ def run_sweep(cfg: dict) -> SweepOutcome:
         tracking.check_reachable(base["_sweep"]["tracking_uri"])
         print(f"Resuming sweep {folder}", flush=True)
         resources = connect_ray(base)
+        data = build_data(base["data"])
     else:
         data = validate(cfg)
         output_dir = Path(cfg["output_dir"]).expanduser().resolve()
@@ -101,7 +102,7 @@ def run_sweep(cfg: dict) -> SweepOutcome:
         tracking.check_reachable(uri)
         resources = connect_ray(cfg)
         base, folder = _start(cfg, data, output_dir, uri)
-    return _run_trials(base, folder, resources)
+    return _run_trials(base, folder, resources, data)
 
 
 def _start(cfg: dict, data: DataBundle, output_dir: Path, uri: str) -> tuple[dict, Path]:
@@ -164,11 +165,13 @@ def _parent_run(cfg: dict, uri: str, experiment: str, sweep_id: str, baseline, d
     return run_id
 
 
-def _run_trials(base: dict, folder: Path, resources: dict[str, float]) -> SweepOutcome:
+def _run_trials(base: dict, folder: Path, resources: dict[str, float], data: DataBundle) -> SweepOutcome:
+    """Tune runs the trials; ``data`` (built from ``base["data"]``) reaches them through Ray's object store."""
     from ray import tune
 
     storage = Path(base["ray"]["storage_path"] or folder / "ray").expanduser().resolve()
-    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base), trial_resources(base, resources))
+    trainable = tune.with_parameters(run_trial, base=base, data=data)
+    trainable = tune.with_resources(trainable, trial_resources(base, resources))
     tune_path = storage / TUNE_FOLDER
     if tune.Tuner.can_restore(str(tune_path)):
         tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)

@@ -20,7 +20,7 @@ from prune_core.analysis import analyze_network
 from sweeps import tracking
 from sweeps.build import example_batch, make_model, training_options
 from sweeps.config import ConfigError, flatten, layer_names_for
-from sweeps.data import build_data
+from sweeps.data import DataBundle, build_data
 from sweeps.space import trial_config
 
 ITERATION_METRICS = {name: name for name in ("learnables", "reduction", "val_loss", "val_accuracy")}
@@ -47,8 +47,11 @@ def trial_device(cfg: dict) -> str:
     )
 
 
-def run_trial(params: dict[str, Any], base: dict) -> None:
-    """Ray Tune function trainable: ``params`` are the trial's grid values, ``base`` the sweep config."""
+def run_trial(params: dict[str, Any], base: dict, data: DataBundle) -> None:
+    """Ray Tune function trainable: ``params`` are the trial's grid values, ``base`` the sweep config.
+
+    ``data`` is the sweep's data set (built from ``base["data"]``), used unless the grid changes ``data`` keys.
+    """
     import mlflow
     from mlflow import MlflowClient
     from ray import tune
@@ -60,7 +63,8 @@ def run_trial(params: dict[str, Any], base: dict) -> None:
     tracking.configure_retries(cfg["tracking"]["retry_seconds"])
     torch.set_num_threads(max(1, int(cfg["ray"]["cpus_per_trial"])))
     device = trial_device(cfg)
-    data = build_data(cfg["data"])
+    if cfg["data"] != base["data"]:
+        data = build_data(cfg["data"])
     model = make_model(cfg, data)
     model.load_state_dict(torch.load(sweep["baseline_path"], map_location="cpu", weights_only=True))
     layer_names = layer_names_for(cfg, analyze_network(model, example_batch(data)).prunable_layer_names)

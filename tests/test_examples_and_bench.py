@@ -117,6 +117,8 @@ def test_sweep_overhead_benchmark_smoke():
         assert run["trials"] == 2 and run["failed"] == 0
         assert 0 < run["compress_s_mean"] < run["trial_s_mean"] < run["wall_s"]
         assert 0 < run["startup_s"] < run["wall_s"] and 0 < run["wrapup_s"] < run["wall_s"]
+        floor = results["ray_floor"][key]
+        assert 0 < floor["ray_init_s"] < floor["wall_s"]
     assert results["throughput_gain"] > 0
 
 

@@ -1,6 +1,9 @@
 """End-to-end sweeps on a local Ray (ray.init(num_cpus=2)) and against a real MLflow server."""
 
+import math
+
 import mlflow
+import pandas as pd
 import pytest
 import ray
 import torch
@@ -69,12 +72,21 @@ def _check_sweep_record(uri: str, outcome, n_trials: int) -> None:
 
 def test_local_sweep_writes_parent_and_child_runs(tmp_path, local_ray):
     cfg = compose_config(
-        *TINY, f"output_dir={tmp_path}", "+sweep.grid.prune.reduction_increment=[0.2,0.4]", "sweep.seeds=[0,1]"
+        *TINY,
+        f"output_dir={tmp_path}",
+        "+sweep.grid.prune.reduction_increment=[0.2,0.4]",
+        "+sweep.grid.data.max_train_samples=[160,96]",  # 160: the sweep's data set; 96: the trial builds its own
     )
     outcome = run_sweep(cfg)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert outcome.tracking_uri == uri
     _check_sweep_record(uri, outcome, n_trials=4)
+    mlflow.set_tracking_uri(uri)
+    for run_id, samples in zip(outcome.table["run_id"], outcome.table["data.max_train_samples"], strict=True):
+        table = mlflow.artifacts.load_dict(f"runs:/{run_id}/training_history.json")
+        history = pd.DataFrame(table["data"], columns=table["columns"])
+        first_epoch = history[(history["pruning_iteration"] == 1) & (history["epoch"] == history["epoch"].min())]
+        assert len(first_epoch) == math.ceil(int(samples) / 32)  # batches of finetune.batch_size=32
     # the baseline was trained once and is reused (cached) by a second sweep with the same config
     assert len(list((tmp_path / "baselines").glob("*.pt"))) == 1
     assert (outcome.folder / "trials.csv").is_file() and (outcome.folder / "accuracy_vs_learnables.png").is_file()
