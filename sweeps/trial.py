@@ -109,7 +109,7 @@ def run_trial(params: dict[str, Any], base: dict, data: DataBundle) -> None:
             resume_from=_restored_checkpoint(workdir),
         )
         compress_seconds = time.perf_counter() - compress_start - reporting_seconds
-        final = _record_result(cfg, run_id, model, pruned, info, example_batch(data))
+        final = _record_result(cfg, run_id, model, pruned, info, example_batch(data), workdir / "pruning")
         # compress_seconds: pruning and fine-tuning only (the per-iteration Tune/MLflow reporting excluded)
         timing = {"compress_seconds": compress_seconds, "trial_seconds": time.perf_counter() - trial_start}
         tracking.log_metrics(uri, run_id, timing)
@@ -166,8 +166,13 @@ def _trial_run(cfg: dict, sweep: dict, trial_id: str, trial_name: str) -> str:
     return run_id
 
 
-def _record_result(cfg: dict, run_id: str, original, pruned, info, example: torch.Tensor) -> dict[str, Any]:
-    """Tables, tags, plots, the comparison table and the pruned model; returns the final metrics."""
+def _record_result(
+    cfg: dict, run_id: str, original, pruned, info, example: torch.Tensor, pruning_folder: Path
+) -> dict[str, Any]:
+    """Tables, tags, plots, the comparison table and the pruned model; returns the final metrics.
+
+    The progress plot is the PNG compress_network saved in ``pruning_folder`` (not drawn again).
+    """
     import mlflow
     from mlflow import MlflowClient
 
@@ -183,7 +188,7 @@ def _record_result(cfg: dict, run_id: str, original, pruned, info, example: torc
         original.cpu(), pruned.cpu(), example, accuracy=(cfg["_sweep"]["baseline_metrics"]["accuracy"], val_accuracy)
     )
     tracking.log_table(uri, run_id, comparison.reset_index(names="network"), "network_metrics.json")
-    tracking.with_retries(client.log_figure, run_id, info.figure, "pruning_progress.png")
+    tracking.with_retries(client.log_artifact, run_id, str(pruning_folder / "pruning_progress.png"))
     tracking.with_retries(client.set_tag, run_id, "stop_reason", info.stop_reason)
     tracking.with_retries(client.set_tag, run_id, "pruned_layers", ",".join(info.pruned_layers))
     final = {

@@ -32,7 +32,12 @@ def model_names() -> list[str]:
 
 
 def check_model_name(label: str, name: Any) -> None:
-    """ValueError naming ``label`` unless :func:`build_model` knows ``name`` (close matches suggested)."""
+    """ValueError naming ``label`` unless :func:`build_model` knows ``name`` (close matches suggested).
+
+    A built-in name is accepted without importing torchvision.
+    """
+    if isinstance(name, str) and name in BUILTIN_MODELS:
+        return
     names = model_names()
     if name in names:
         return
