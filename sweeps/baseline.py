@@ -11,7 +11,7 @@ import torch
 
 from prune_core.metrics import learnable_parameters
 from prune_core.train import as_loader, evaluate, resolve_loss, train_network
-from sweeps.build import load_weights, make_model, training_options
+from sweeps.build import load_weights, make_model, training_keys, training_options
 from sweeps.config import ConfigError
 from sweeps.data import DataBundle
 
@@ -29,24 +29,10 @@ class Baseline:
     """True when an earlier sweep had already trained it."""
 
 
-BASELINE_TRAINING_KEYS = (
-    "solver",
-    "momentum",
-    "weight_decay",
-    "batch_size",
-    "baseline_epochs",
-    "baseline_learn_rate",
-    "learn_rate_schedule",
-    "learn_rate_drop_factor",
-    "learn_rate_drop_period",
-)
-"""The ``finetune`` keys the baseline's training uses (the others only affect the trials)."""
-
-
 def baseline_key(cfg: dict) -> str:
     """Hash of everything that determines the baseline weights: model, data and how it is trained."""
     model = {k: v for k, v in cfg["model"].items() if k != "layer_subsets"}
-    training = {k: cfg["finetune"][k] for k in BASELINE_TRAINING_KEYS}
+    training = {key: cfg["finetune"][key] for key in training_keys(baseline=True).values()}
     blob = json.dumps({"model": model, "data": cfg["data"], "training": training}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

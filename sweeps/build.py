@@ -48,19 +48,26 @@ def check_fit(cfg: dict, model: nn.Module, data: DataBundle) -> None:
         )
 
 
+def training_keys(baseline: bool = False) -> dict[str, str]:
+    """The ``finetune`` key each TrainingOptions field is read from, for the trials or the baseline."""
+    return {
+        "solver": "solver",
+        "initial_learn_rate": "baseline_learn_rate" if baseline else "learn_rate",
+        "learn_rate_schedule": "learn_rate_schedule",
+        "learn_rate_drop_factor": "learn_rate_drop_factor",
+        "learn_rate_drop_period": "learn_rate_drop_period",
+        "momentum": "momentum",
+        "l2_regularization": "weight_decay",
+        "mini_batch_size": "batch_size",
+        "max_epochs": "baseline_epochs" if baseline else "epochs",
+    }
+
+
 def training_options(cfg: dict, data: DataBundle, device: str, seed: int, baseline: bool = False) -> TrainingOptions:
     """compress_network's (or the baseline's) TrainingOptions from ``cfg["finetune"]``."""
-    ft = cfg["finetune"]
+    fields = {field: cfg["finetune"][key] for field, key in training_keys(baseline).items()}
     return TrainingOptions(
-        solver=ft["solver"],
-        initial_learn_rate=ft["baseline_learn_rate" if baseline else "learn_rate"],
-        learn_rate_schedule=ft["learn_rate_schedule"],
-        learn_rate_drop_factor=ft["learn_rate_drop_factor"],
-        learn_rate_drop_period=ft["learn_rate_drop_period"],
-        momentum=ft["momentum"],
-        l2_regularization=ft["weight_decay"],
-        mini_batch_size=ft["batch_size"],
-        max_epochs=ft["baseline_epochs" if baseline else "epochs"],
+        **fields,
         validation_data=data.val,
         validation_frequency=10**9,  # validate once per pruning iteration
         device=device,
