@@ -47,13 +47,12 @@ def plain_step(pnet, opt, x, y) -> None:
 
 
 def scoring_step(pnet, opt, x, y) -> None:
+    """A fine-tuning step that also scores, as compress_network runs it."""
     opt.zero_grad(set_to_none=True)
     out, acts = pnet.forward_with_activations(x)
-    for act in acts:
-        act.retain_grad()
+    pnet.score_on_backward(acts)
     F.cross_entropy(out, y).backward()
     opt.step()
-    pnet.update_score(acts, [act.grad for act in acts])
 
 
 def measure(model, shape, device: torch.device, repeats: int, warmup: int) -> dict:

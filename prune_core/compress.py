@@ -306,19 +306,14 @@ def _fine_tune(pnet, loader, val_loader, loss, options, device, state: _State, s
             state.global_step += 1
             score = pnet.criterion == "taylor" and step > total - score_batches
             optimizer.zero_grad(set_to_none=True)
-            if score:
-                out, acts = pnet.forward_with_activations(inputs)
-                for act in acts:
-                    act.retain_grad()
-            else:
-                out = pnet(inputs)
+            out, acts = pnet.forward_with_activations(inputs) if score else (pnet(inputs), [])
             value = loss(out, targets)
             if not torch.isfinite(value):
                 return True
+            if score:
+                pnet.score_on_backward(acts)
             value.backward()
             optimizer.step()
-            if score:
-                pnet.update_score(acts, [act.grad for act in acts])
             row = {
                 "iteration": state.global_step,
                 "pruning_iteration": state.iteration,

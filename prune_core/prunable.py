@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -38,6 +39,12 @@ def _capture_point(module: nn.Module, args: tuple, output: torch.Tensor) -> torc
         return None
     module._prune_act, module._prune_version = output, output._version
     return output.clone() if module._prune_capture == _CAPTURE_COPY else None
+
+
+@torch.no_grad()
+def _add_taylor_score(total: torch.Tensor, activation: torch.Tensor, gradient: torch.Tensor) -> None:
+    """Gradient hook of :meth:`TaylorPrunableNetwork.score_on_backward`: add one batch's scores."""
+    total.add_(importance.taylor_batch_scores(activation, gradient).to(total.device))
 
 
 def as_input_tuple(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -255,11 +262,7 @@ class TaylorPrunableNetwork(nn.Module):
     @torch.no_grad()
     def update_score(self, activations: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor | None]) -> None:
         """Accumulate Taylor scores from one mini-batch (a no-op for ``l1`` and ``random``)."""
-        if len(activations) != len(self._layers) or len(gradients) != len(self._layers):
-            raise ValueError(
-                f"update_score expects {len(self._layers)} activations and gradients (one per pruning "
-                f"point), got {len(activations)} and {len(gradients)}."
-            )
+        self._check_point_count("update_score", len(activations), len(gradients))
         if self.criterion != "taylor":
             return
         scores = [
@@ -272,6 +275,31 @@ class TaylorPrunableNetwork(nn.Module):
             for total, s in zip(self._score_sum, scores, strict=True):
                 total.add_(s.to(total.device))
         self._score_batches += 1
+
+    def score_on_backward(self, activations: Sequence[torch.Tensor]) -> None:
+        """Accumulate this mini-batch's Taylor scores during the next backward pass through ``activations``.
+
+        The same scores as ``update_score(activations, their gradients)``, computed by a gradient
+        hook on each activation as the gradient arrives: one ``loss.backward()`` gives the
+        parameter gradients and the scores, without ``retain_grad`` copies of the activation
+        gradients. An activation the backward pass never reaches adds zeros, as in ``update_score``.
+        """
+        self._check_point_count("score_on_backward", len(activations), len(activations))
+        if self.criterion != "taylor":
+            return
+        if self._score_sum is None:
+            self._score_sum = [torch.zeros(a.shape[1], device=a.device) for a in activations]
+        for total, act in zip(self._score_sum, activations, strict=True):
+            # the hook holds a detached alias, not ``act`` itself: no reference cycle keeps the activation alive
+            act.register_hook(functools.partial(_add_taylor_score, total, act.detach()))
+        self._score_batches += 1
+
+    def _check_point_count(self, method: str, activations: int, gradients: int) -> None:
+        if activations != len(self._layers) or gradients != len(self._layers):
+            raise ValueError(
+                f"{method} expects {len(self._layers)} activations and gradients (one per pruning "
+                f"point), got {activations} and {gradients}."
+            )
 
     def layer_scores(self) -> dict[str, torch.Tensor]:
         """Raw importance of every filter of every prunable conv under the current criterion.

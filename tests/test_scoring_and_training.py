@@ -155,3 +155,40 @@ def test_in_place_operations_after_a_pruning_point_do_not_change_the_scores():
         assert pnet.model.relu.inplace is inplace  # restored after capture
     for name in scores[0]:
         torch.testing.assert_close(scores[1][name], scores[0][name])
+
+
+@pytest.mark.parametrize("inplace", [False, True])  # True: the residual add overwrites a point (copied)
+def test_score_on_backward_gives_update_scores_scores_and_the_same_parameter_gradients(inplace):
+    batches = [(torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))) for _ in range(3)]
+    torch.manual_seed(1)
+    model = _InPlaceBlock(inplace)
+    hooked = TaylorPrunableNetwork(model, batches[0][0]).train()
+    explicit = TaylorPrunableNetwork(model, batches[0][0]).train()
+    for x, y in batches:
+        out, acts = explicit.forward_with_activations(x)
+        for act in acts:
+            act.retain_grad()
+        F.cross_entropy(out, y).backward()
+        explicit.update_score(acts, [act.grad for act in acts])
+
+        out, acts = hooked.forward_with_activations(x)
+        hooked.score_on_backward(acts)
+        F.cross_entropy(out, y).backward()
+    expected, got = explicit.layer_scores(), hooked.layer_scores()
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
+    for (name, p), q in zip(explicit.named_parameters(), hooked.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0, msg=name)
+    with pytest.raises(ValueError, match="score_on_backward expects 2 activations"):
+        hooked.score_on_backward(acts[:1])
+
+
+def test_score_on_backward_adds_zeros_for_a_point_the_backward_pass_does_not_reach():
+    pnet = TaylorPrunableNetwork(DigitsCNN(width=4), torch.randn(1, 1, 8, 8)).train()
+    out, acts = pnet.forward_with_activations(torch.randn(3, 1, 8, 8))
+    pnet.score_on_backward(acts)
+    acts[1].sum().backward()  # reaches the first two points only
+    scores = list(pnet.layer_scores().values())
+    assert scores[0].abs().sum() > 0 and scores[1].abs().sum() > 0
+    assert torch.equal(scores[2], torch.zeros(8))
