@@ -265,15 +265,9 @@ class TaylorPrunableNetwork(nn.Module):
         self._check_point_count("update_score", len(activations), len(gradients))
         if self.criterion != "taylor":
             return
-        scores = [
-            torch.zeros(a.shape[1], device=a.device) if g is None else importance.taylor_batch_scores(a, g)
-            for a, g in zip(activations, gradients, strict=True)
-        ]
-        if self._score_sum is None:
-            self._score_sum = scores
-        else:
-            for total, s in zip(self._score_sum, scores, strict=True):
-                total.add_(s.to(total.device))
+        for total, act, grad in zip(self._score_totals(activations), activations, gradients, strict=True):
+            if grad is not None:  # a point the loss does not depend on adds zeros
+                _add_taylor_score(total, act, grad)
         self._score_batches += 1
 
     def score_on_backward(self, activations: Sequence[torch.Tensor]) -> None:
@@ -284,21 +278,27 @@ class TaylorPrunableNetwork(nn.Module):
         parameter gradients and the scores, without ``retain_grad`` copies of the activation
         gradients. An activation the backward pass never reaches adds zeros, as in ``update_score``.
         """
-        self._check_point_count("score_on_backward", len(activations), len(activations))
+        self._check_point_count("score_on_backward", len(activations))
         if self.criterion != "taylor":
             return
-        if self._score_sum is None:
-            self._score_sum = [torch.zeros(a.shape[1], device=a.device) for a in activations]
-        for total, act in zip(self._score_sum, activations, strict=True):
+        for total, act in zip(self._score_totals(activations), activations, strict=True):
             # the hook holds a detached alias, not ``act`` itself: no reference cycle keeps the activation alive
             act.register_hook(functools.partial(_add_taylor_score, total, act.detach()))
         self._score_batches += 1
 
-    def _check_point_count(self, method: str, activations: int, gradients: int) -> None:
-        if activations != len(self._layers) or gradients != len(self._layers):
+    def _score_totals(self, activations: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The running per-channel score sums, started at zero (on each activation's device and dtype)."""
+        if self._score_sum is None:
+            self._score_sum = [torch.zeros(a.shape[1], device=a.device, dtype=a.dtype) for a in activations]
+        return self._score_sum
+
+    def _check_point_count(self, method: str, *counts: int) -> None:
+        """ValueError unless every sequence given to ``method`` has one entry per pruning point."""
+        if any(count != len(self._layers) for count in counts):
+            what = "activations and gradients" if len(counts) > 1 else "activations"
             raise ValueError(
-                f"{method} expects {len(self._layers)} activations and gradients (one per pruning "
-                f"point), got {activations} and {gradients}."
+                f"{method} expects {len(self._layers)} {what} (one per pruning point), "
+                f"got {' and '.join(map(str, counts))}."
             )
 
     def layer_scores(self) -> dict[str, torch.Tensor]:
