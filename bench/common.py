@@ -26,9 +26,13 @@ def machine(device: torch.device) -> dict:
 
 
 def write_report(name: str, device: torch.device, results: dict, out: Path | None = None) -> dict:
-    """``{"benchmark": name, **machine, "results": results}`` written to ``bench/results/<name>.json``."""
+    """``{"benchmark": name, **machine, "results": results}`` written to ``bench/results/<name>.json``,
+    and its figure (see :mod:`bench.figures`) next to it as ``<name>.png``."""
+    from bench.figures import save_figure
+
     report = {"benchmark": name, **machine(device), "results": results}
     path = out or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))
+    save_figure(report, path.with_suffix(".png"))
     return report

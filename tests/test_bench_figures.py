@@ -1,0 +1,69 @@
+"""The benchmark figures: the curves they plot, and one PNG for every report the suite writes."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from bench import figures
+from bench.common import RESULTS, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run(seed: int, goal: float, criterion: str, baseline: float, accuracy: float) -> dict:
+    return {
+        "seed": seed,
+        "goal": goal,
+        "criterion": criterion,
+        "baseline_test_accuracy": baseline,
+        "pruned_test_accuracy": accuracy,
+        "reduction": goal + 0.01,
+    }
+
+
+# two seeds whose baselines differ by 10 points; Taylor is 1 and 3 points ahead of random
+RUNS = [
+    run(0, 0.5, "taylor", 90.0, 88.0),
+    run(1, 0.5, "taylor", 80.0, 79.0),
+    run(0, 0.5, "random", 90.0, 87.0),
+    run(1, 0.5, "random", 80.0, 76.0),
+    run(0, 0.3, "taylor", 90.0, 89.0),
+]
+
+
+def test_criterion_curves_average_each_goal_over_seeds():
+    curves = figures.criterion_curves(RUNS)
+    assert list(curves) == ["taylor", "random"]
+    assert [goal for goal, _, _ in curves["taylor"]] == [0.3, 0.5]
+    goal, mean, std = curves["taylor"][1]
+    assert mean == pytest.approx(83.5) and std == pytest.approx(math.sqrt(2 * 4.5**2))
+    assert curves["taylor"][0] == (0.3, 89.0, 0.0)
+
+
+def test_paired_differences_pair_the_seeds_and_skip_unpaired_goals():
+    [(goal, mean, std)] = figures.paired_differences(RUNS, "taylor", "random")
+    assert goal == 0.5
+    assert mean == pytest.approx(2.0) and std == pytest.approx(math.sqrt(2.0))  # diffs 1 and 3
+    assert figures.paired_differences(RUNS, "taylor", "l1") == []
+
+
+@pytest.mark.parametrize("path", sorted(RESULTS.glob("*.json")), ids=lambda p: p.stem)
+def test_every_committed_report_draws_its_figure(path, tmp_path):
+    report = json.loads(path.read_text())
+    png = figures.save_figure(report, tmp_path / f"{path.stem}.png")
+    assert png is not None, f"no figure for benchmark {report['benchmark']!r}"
+    assert png.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_write_report_writes_the_figure_next_to_the_json(tmp_path):
+    results = {"tiny": {"batch_shape": [2, 1, 8, 8], "plain_ms": 1.0, "scoring_ms": 1.05, "ratio": 1.05}}
+    write_report("scoring_overhead", torch.device("cpu"), results, tmp_path / "scoring_overhead.json")
+    assert json.loads((tmp_path / "scoring_overhead.json").read_text())["results"] == results
+    assert (tmp_path / "scoring_overhead.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_benchmark_without_a_figure_is_reported_as_such(tmp_path):
+    assert figures.save_figure({"benchmark": "something_else", "results": {}}, tmp_path / "x.png") is None
+    assert not (tmp_path / "x.png").exists()
