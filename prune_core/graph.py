@@ -60,6 +60,8 @@ class ChannelGraph:
     """Conv name -> module whose output is that conv's pruning point (its BatchNorm, or itself)."""
     inplace_modules: dict[str, list[str]] = field(default_factory=dict)
     """Conv name -> modules (``inplace=True``) that overwrite its pruning point's output."""
+    relu_after_point: dict[str, str] = field(default_factory=dict)
+    """Conv name -> the ``nn.ReLU(inplace=True)`` that is the only consumer of its pruning point."""
 
     def producers(self) -> dict[int, list[str]]:
         """Space root -> names of the convs whose filters make up that space, in graph order."""
@@ -375,6 +377,8 @@ class _ChannelAnalysis:
                 module = self.gm.get_submodule(str(user.target)) if user.op == "call_module" else None
                 if getattr(module, "inplace", False):
                     self.graph.inplace_modules.setdefault(name, []).append(str(user.target))
+                    if len(node.users) == 1 and type(module) is nn.ReLU:
+                        self.graph.relu_after_point[name] = str(user.target)
 
 
 def _method_shape_args(node: fx.Node) -> Any:

@@ -31,9 +31,10 @@ def _mask_input(module: nn.Module, args: tuple) -> tuple | None:
 def _capture_point(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
     """Forward hook at a pruning point: keep the activation while capturing.
 
-    In-place modules after the point (``ReLU(inplace=True)``) are switched off while capturing;
-    where another in-place operation (``out += identity``) would overwrite the activation, the
-    model continues with a copy.
+    In-place modules after the point are switched off while capturing, except an
+    ``nn.ReLU(inplace=True)`` that alone consumes the point (the capture is then its output); where
+    another in-place operation (``out += identity``) would overwrite the activation, the model
+    continues with a copy.
     """
     if not module._prune_capture:
         return None
@@ -62,8 +63,11 @@ class TaylorPrunableNetwork(nn.Module):
     ``parameters()``.
 
     Taylor score (``criterion="taylor"``). The pruning point of a conv is its output, or the
-    output of the BatchNorm that directly follows it. For the activation ``a`` and gradient
-    ``g = dL/da`` of shape ``(N, C, *spatial)`` of one mini-batch::
+    output of the BatchNorm that directly follows it. Where that output goes only to an
+    ``nn.ReLU(inplace=True)``, the activation taken is the ReLU's output, which gives the same
+    score (element by element, ``relu(a) * dL/drelu(a) == a * dL/da``) and lets the ReLU stay in
+    place. For the activation ``a`` and gradient ``g = dL/da`` of shape ``(N, C, *spatial)`` of
+    one mini-batch::
 
         s_b[c] = (1/N) * sum_n | mean_spatial(a[n, c] * g[n, c]) |
 
@@ -149,8 +153,12 @@ class TaylorPrunableNetwork(nn.Module):
             module._prune_capture = 0
             module._prune_act = None
             module.register_forward_hook(_capture_point)
-        names = {name for conv in self._layers for name in self.graph.inplace_modules.get(conv, [])}
-        self._inplace_modules = [self.model.get_submodule(name) for name in sorted(names)]
+        listed = {(conv, name) for conv in self._layers for name in self.graph.inplace_modules.get(conv, [])}
+        relus = self.graph.relu_after_point
+        # a ReLU stays in place while capturing if every point it overwrites is one it alone consumes
+        kept = {name for _, name in listed} - {name for conv, name in listed if relus.get(conv) != name}
+        self._inplace_modules = [self.model.get_submodule(name) for name in sorted({n for _, n in listed} - kept)]
+        self._inplace_relus = {c: self.model.get_submodule(relus[c]) for c in self._layers if relus.get(c) in kept}
         self._refresh_masks()
 
     def _unit_masks(self) -> dict[int, torch.Tensor]:
@@ -210,7 +218,10 @@ class TaylorPrunableNetwork(nn.Module):
         return self.model(*args, **kwargs)
 
     def forward_with_activations(self, *args, **kwargs) -> tuple[object, list[torch.Tensor]]:
-        """Forward pass that also returns one activation per pruning point (layer order)."""
+        """Forward pass that also returns one activation per pruning point (layer order).
+
+        A point that only feeds an ``nn.ReLU(inplace=True)`` returns the ReLU's output (same scores).
+        """
         out, acts, overwritten = self._capture(*args, **kwargs)
         if overwritten:
             raise RuntimeError(
@@ -233,7 +244,7 @@ class TaylorPrunableNetwork(nn.Module):
             overwritten = {
                 conv
                 for conv, module, act in zip(self._layers, points, acts, strict=True)
-                if act is not None and act._version != module._prune_version
+                if act is not None and act._version - module._prune_version > self._expected_writes(conv)
             }
         finally:
             for module in points:
@@ -245,6 +256,11 @@ class TaylorPrunableNetwork(nn.Module):
             raise RuntimeError("some pruning points were not reached by this forward pass")
         self._copy_points |= overwritten
         return out, acts, overwritten
+
+    def _expected_writes(self, conv: str) -> int:
+        """In-place writes a capture may see on ``conv``'s point: 1 from the in-place ReLU kept after it."""
+        relu = self._inplace_relus.get(conv)
+        return int(relu is not None and relu.inplace)
 
     def _find_overwritten_points(self, example_inputs: tuple[torch.Tensor, ...]) -> None:
         """One capture pass on the example inputs to find activations modified in place."""

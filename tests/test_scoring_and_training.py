@@ -123,12 +123,12 @@ def test_runs_on_device(device):
 
 
 class _InPlaceBlock(torch.nn.Module):
-    def __init__(self, inplace: bool):
+    def __init__(self, inplace: bool, activation: type[torch.nn.Module] = torch.nn.SiLU):
         super().__init__()
         self.inplace = inplace
         self.conv1 = torch.nn.Conv2d(3, 6, 3, padding=1)
         self.bn1 = torch.nn.BatchNorm2d(6)
-        self.relu = torch.nn.SiLU(inplace=inplace)
+        self.relu = activation(inplace=inplace)
         self.conv2 = torch.nn.Conv2d(6, 6, 3, padding=1)
         self.bn2 = torch.nn.BatchNorm2d(6)
         self.head = torch.nn.Linear(6, 4)
@@ -155,6 +155,29 @@ def test_in_place_operations_after_a_pruning_point_do_not_change_the_scores():
         assert pnet.model.relu.inplace is inplace  # restored after capture
     for name in scores[0]:
         torch.testing.assert_close(scores[1][name], scores[0][name])
+
+
+def test_an_in_place_relu_alone_after_a_point_stays_in_place_and_gives_the_same_scores():
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+    results = []
+    for inplace in (False, True):
+        torch.manual_seed(1)
+        pnet = TaylorPrunableNetwork(_InPlaceBlock(inplace, torch.nn.ReLU), x).train()
+        in_place_at_call = []
+        pnet.model.relu.register_forward_pre_hook(
+            lambda module, _args, calls=in_place_at_call: calls.append(module.inplace)
+        )
+        out, acts = pnet.forward_with_activations(x)
+        assert in_place_at_call == [inplace]  # not switched off while capturing
+        assert bool((acts[0] >= 0).all()) is inplace  # the ReLU's output is the activation taken
+        pnet.score_on_backward(acts)
+        F.cross_entropy(out, y).backward()
+        results.append((pnet.layer_scores(), [p.grad for p in pnet.parameters()]))
+    (scores, grads), (in_place_scores, in_place_grads) = results
+    for name in scores:
+        torch.testing.assert_close(in_place_scores[name], scores[name], rtol=0, atol=0)
+    for grad, in_place_grad in zip(grads, in_place_grads, strict=True):
+        torch.testing.assert_close(in_place_grad, grad, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("inplace", [False, True])  # True: the residual add overwrites a point (copied)
