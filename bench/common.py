@@ -25,6 +25,12 @@ def machine(device: torch.device) -> dict:
     }
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA kernels run asynchronously), so timers measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def write_report(name: str, device: torch.device, results: dict, out: Path | None = None) -> dict:
     """``{"benchmark": name, **machine, "results": results}`` written to ``bench/results/<name>.json``,
     and its figure (see :mod:`bench.figures`) next to it as ``<name>.png``."""

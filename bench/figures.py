@@ -142,12 +142,19 @@ def scoring_figure(report: dict) -> Figure:
     return fig
 
 
+def speedup_variants(row: dict) -> list[tuple[str, dict]]:
+    """A speed-up report's network row as ``(suffix, cells)``: unrounded, then each ``channel_multiple_<m>``."""
+    prefix = "channel_multiple_"
+    rounded = [(f" x{key.removeprefix(prefix)}", cells) for key, cells in row.items() if key.startswith(prefix)]
+    return [("", row), *rounded]
+
+
 def speedup_figure(report: dict) -> Figure:
     """Speed-ups: latency ratio against MACs ratio for every network, batch and rounding."""
     fig = Figure(figsize=(6, 5), layout="constrained")
     ax = fig.subplots()
     for name, row in report["results"].items():
-        for variant, cells, marker in (("", row, "o"), (", x8", row["channel_multiple_8"], "s")):
+        for (variant, cells), marker in zip(speedup_variants(row), "osD^v", strict=False):
             for key, cell in cells.items():
                 if key.startswith("batch_"):
                     label = f"{name}{variant}, batch {key.removeprefix('batch_')}"

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from bench.common import machine, write_report
+from bench.common import machine, sync, write_report
 from prune_core import TaylorPrunableNetwork
 from prune_core.models import DigitsCNN, SequenceCNN
 
@@ -33,11 +33,6 @@ def cases(smoke: bool) -> dict[str, tuple]:
         "resnet18": (torchvision.models.resnet18(num_classes=10), (32, 3, 32, 32)),
         "mobilenet_v2": (torchvision.models.mobilenet_v2(num_classes=10), (32, 3, 32, 32)),
     }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def plain_step(pnet, opt, x, y) -> None:
@@ -65,10 +60,10 @@ def measure(model, shape, device: torch.device, repeats: int, warmup: int) -> di
     times = {"plain": [], "scoring": []}
     for i in range(warmup + repeats):
         for name, step in (("plain", plain_step), ("scoring", scoring_step)):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             step(pnet, opt, x, y)
-            _sync(device)
+            sync(device)
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
     plain, scoring = statistics.median(times["plain"]), statistics.median(times["scoring"])

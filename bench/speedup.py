@@ -2,22 +2,28 @@
 
 For resnet18 and mobilenet_v2, 50% of the prunable filters are removed (L1 ranking: which
 filters go does not change the cost), the network is extracted with ``to_module`` and both
-networks are timed (median of repeated eval-mode forwards, batch 1 and 32, 224x224). Target:
+networks are timed (eval mode, batch 1 and 32, 224x224; the two run alternately and the latency
+ratio is the median of the paired ratios, as in ``bench.scoring_overhead``). Target:
 latency ratio (pruned / original) within 1.25x of the MACs ratio. The same learnables are then
-reached with ``channel_multiple=8`` (every pruned layer keeps a multiple of 8 filters) and timed.
+reached with ``channel_multiple=m`` (every pruned layer keeps a multiple of m filters) for each
+``--channel-multiples`` m and timed.
 
-    python -m bench.speedup            # writes bench/results/speedup.json
-    python -m bench.speedup --smoke    # seconds; used by the tests
+    python -m bench.speedup                          # writes bench/results/speedup.json
+    python -m bench.speedup --channel-multiples 8    # only the multiples of 8
+    python -m bench.speedup --smoke                  # seconds; used by the tests
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 
 import torch
 import torchvision
 
-from bench.common import write_report
+from bench.common import sync, write_report
+from bench.figures import speedup_variants
 from prune_core import TaylorPrunableNetwork, network_metrics
 from prune_core.metrics import learnable_parameters
 
@@ -33,11 +39,33 @@ def prune_half(model: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module
     return pnet.to_module().eval()
 
 
-def prune_rounded(model: torch.nn.Module, example: torch.Tensor, learnables: int) -> torch.nn.Module:
-    """Prune to ``learnables`` with every pruned layer keeping a multiple of 8 filters."""
-    pnet = TaylorPrunableNetwork(model, example, criterion="l1", channel_multiple=8)
+def prune_rounded(model: torch.nn.Module, example: torch.Tensor, learnables: int, multiple: int) -> torch.nn.Module:
+    """Prune to ``learnables`` with every pruned layer keeping a multiple of ``multiple`` filters."""
+    pnet = TaylorPrunableNetwork(model, example, criterion="l1", channel_multiple=multiple)
     pnet.prune_to_learnables(learnables)
     return pnet.to_module().eval()
+
+
+@torch.no_grad()
+def paired_latency(
+    model: torch.nn.Module, pruned: torch.nn.Module, x: torch.Tensor, repeats: int, device: torch.device, warmup=3
+) -> tuple[float, float, float]:
+    """Median latency (ms) of each network and the median of the paired ratios pruned / original.
+
+    The two networks run alternately, so a drift of the machine's speed cancels in each pair.
+    """
+    model, pruned, x = model.to(device).eval(), pruned.to(device).eval(), x.to(device)
+    times: dict[torch.nn.Module, list[float]] = {model: [], pruned: []}
+    for i in range(warmup + repeats):
+        for network in (model, pruned):
+            sync(device)
+            start = time.perf_counter()
+            network(x)
+            sync(device)
+            if i >= warmup:
+                times[network].append(1000 * (time.perf_counter() - start))
+    ratio = statistics.median(p / o for o, p in zip(times[model], times[pruned], strict=True))
+    return statistics.median(times[model]), statistics.median(times[pruned]), ratio
 
 
 def timings(model: torch.nn.Module, pruned: torch.nn.Module, batches, size, repeats, device) -> dict:
@@ -45,12 +73,11 @@ def timings(model: torch.nn.Module, pruned: torch.nn.Module, batches, size, repe
     rows = {}
     for batch in batches:
         x = torch.randn(batch, 3, size, size)
-        before = network_metrics(model, x, device, repeats=repeats)
-        after = network_metrics(pruned, x, device, repeats=repeats)
-        macs_ratio, latency_ratio = after.macs / before.macs, after.latency_ms / before.latency_ms
+        macs_ratio = network_metrics(pruned, x, device, 1, 0).macs / network_metrics(model, x, device, 1, 0).macs
+        original_ms, pruned_ms, latency_ratio = paired_latency(model, pruned, x, repeats, device)
         rows[f"batch_{batch}"] = {
-            "original_latency_ms": before.latency_ms,
-            "pruned_latency_ms": after.latency_ms,
+            "original_latency_ms": original_ms,
+            "pruned_latency_ms": pruned_ms,
             "macs_ratio": macs_ratio,
             "latency_ratio": latency_ratio,
             "latency_over_macs": latency_ratio / macs_ratio,
@@ -59,15 +86,22 @@ def timings(model: torch.nn.Module, pruned: torch.nn.Module, batches, size, repe
     return {"learnables_ratio": learnable_parameters(pruned) / learnable_parameters(model), **rows}
 
 
-def measure(name: str, batches: tuple[int, ...], size: int, repeats: int, device: torch.device) -> dict:
-    """Half the filters removed; and the same learnables with channel counts in multiples of 8."""
+def measure(
+    name: str, batches: tuple[int, ...], size: int, repeats: int, device: torch.device, multiples: list[int]
+) -> dict:
+    """Half the filters removed; and the same learnables with channel counts in each of ``multiples``."""
     model = torchvision.models.get_model(name, weights=None).eval()
     example = torch.randn(1, 3, size, size)
     pruned = prune_half(model, example)
-    rounded = prune_rounded(model, example, learnable_parameters(pruned))
+    learnables = learnable_parameters(pruned)
     return {
         **timings(model, pruned, batches, size, repeats, device),
-        "channel_multiple_8": timings(model, rounded, batches, size, repeats, device),
+        **{
+            f"channel_multiple_{m}": timings(
+                model, prune_rounded(model, example, learnables, m), batches, size, repeats, device
+            )
+            for m in multiples
+        },
     }
 
 
@@ -76,13 +110,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--channel-multiples", type=int, nargs="*", default=[8, 16], metavar="M")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
     batches, size, repeats = ((1, 2), 64, 2) if args.smoke else ((1, 32), 224, args.repeats)
-    results = {name: measure(name, batches, size, repeats, device) for name in MODELS}
+    results = {name: measure(name, batches, size, repeats, device, args.channel_multiples) for name in MODELS}
     for name, row in results.items():
-        for variant, cells in (("", row), (" x8", row["channel_multiple_8"])):
+        for variant, cells in speedup_variants(row):
             for key, cell in cells.items():
                 if key.startswith("batch_"):
                     times = f"{cell['original_latency_ms']:.1f} -> {cell['pruned_latency_ms']:.1f} ms"

@@ -37,8 +37,9 @@ def test_speedup_benchmark_smoke():
         row = report["results"][name]
         assert 0 < row["learnables_ratio"] < 1
         assert 0 < row["batch_1"]["macs_ratio"] < 1 and row["batch_1"]["latency_ratio"] > 0
-        rounded = row["channel_multiple_8"]
-        assert rounded["learnables_ratio"] <= row["learnables_ratio"] and rounded["batch_1"]["macs_ratio"] < 1
+        for multiple in (8, 16):
+            rounded = row[f"channel_multiple_{multiple}"]
+            assert rounded["learnables_ratio"] <= row["learnables_ratio"] and rounded["batch_1"]["macs_ratio"] < 1
 
 
 def test_mnist1d_benchmark_smoke():
