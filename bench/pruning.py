@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from torch import nn
 
 from bench.common import write_report
 from prune_core import TaylorPrunableNetwork, TrainingOptions, compress_network
+from prune_core.importance import GROUP_REDUCTIONS
 from prune_core.metrics import learnable_parameters
 from prune_core.train import as_loader, evaluate, resolve_loss, train_network
 
@@ -47,7 +48,8 @@ class Task:
     ``finetune_epochs`` at ``finetune_learn_rate`` per pruning iteration. ``retrain_epochs``
     retrain the pruned network afterwards, as MATLAB's CIFAR-10 example does: from
     ``finetune_learn_rate``, dropped tenfold every ``retrain_drop_period`` epochs. ``scoring_batches``
-    caps the one-shot scoring pass and Torch-Pruning's gradient pass.
+    caps the one-shot scoring pass and Torch-Pruning's gradient pass. ``group_reduction`` is
+    passed to the engine (how a coupled group's layer scores combine).
     """
 
     name: str
@@ -64,6 +66,7 @@ class Task:
     scoring_batches: int = 100
     retrain_epochs: int = 0
     retrain_drop_period: int = 2
+    group_reduction: str = "sum"
 
     def describe(self) -> dict:
         """The budget as plain values, for the report."""
@@ -205,6 +208,7 @@ def prune_run(task: Task, seed: int, goal: float, criterion: str) -> dict:
         learnables_reduction_goal=goal,
         learnables_reduction_increment=task.increment,
         criterion=criterion,
+        group_reduction=task.group_reduction,
         verbosity_level="off",
     )
     seconds = time.perf_counter() - start
@@ -229,7 +233,9 @@ def oneshot_run(task: Task, seed: int, goal: float, criterion: str) -> dict:
     model = trained_model(task, seed).to(device())
     train = task.splits()[0]
     loader = as_loader(train, finetune_options(task, seed), train=True)
-    pnet = TaylorPrunableNetwork(model, example_input(task), criterion=criterion)
+    pnet = TaylorPrunableNetwork(
+        model, example_input(task), criterion=criterion, group_reduction=task.group_reduction
+    )
     torch.manual_seed(seed)
     if criterion == "taylor":
         pnet.train()
@@ -313,12 +319,17 @@ def main(budgets: dict[str, Callable[[], Task]], doc: str, argv: list[str] | Non
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     parser.add_argument("--jobs", type=int, default=1, help="runs (seeds, criteria, goals) in parallel processes")
+    parser.add_argument(
+        "--group-reduction", choices=GROUP_REDUCTIONS, default="sum", help="the engine's; not sum: *_group_<it> reports"
+    )
     parser.add_argument("--smoke", action="store_true", help="the same as --budget smoke --seeds 1, no report")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     smoke = args.smoke or args.budget == "smoke"
     task = budgets["smoke" if smoke else args.budget]()
+    if args.group_reduction != "sum":
+        task = replace(task, name=f"{task.name}_group_{args.group_reduction}", group_reduction=args.group_reduction)
     seeds = [0] if smoke else list(range(args.seeds))
     if args.experiment == "anchor":
         results = anchor(task, seeds, args.jobs)

@@ -95,6 +95,7 @@ def compress_network(
     layer_names: Sequence[str] | None = None,
     criterion: str = "taylor",
     channel_multiple: int = 1,
+    group_reduction: str = "sum",
     validation_threshold: float | None = None,
     pruning_checkpoint_path: str | Path | None = None,
     pruning_checkpoint_frequency: int = 1,
@@ -115,7 +116,8 @@ def compress_network(
     after every pruning iteration (and after its checkpoint is written) with an
     :class:`IterationResult`. ``resume_from`` continues from a checkpoint file written to
     ``pruning_checkpoint_path``. ``channel_multiple`` makes every pruned group keep a multiple of
-    that many filters (see TaylorPrunableNetwork).
+    that many filters, and ``group_reduction`` combines a coupled group's layer scores by
+    ``"sum"`` or ``"mean"`` (see TaylorPrunableNetwork).
     """
     options = options or TrainingOptions()
     loss = resolve_loss(loss_fn)
@@ -131,6 +133,7 @@ def compress_network(
         verbosity_level,
         plots,
         criterion,
+        group_reduction,
         resume_from,
     )
     device = options.resolved_device()
@@ -141,7 +144,12 @@ def compress_network(
     example = next(iter(train_loader))[0][:1]
     device_example = example.to(device)  # for tracing the compacted networks
     record = TaylorPrunableNetwork(
-        model, example, layer_names=layer_names, criterion=criterion, channel_multiple=channel_multiple
+        model,
+        example,
+        layer_names=layer_names,
+        criterion=criterion,
+        channel_multiple=channel_multiple,
+        group_reduction=group_reduction,
     )
     original = record.learnables
     max_reduction = 1.0 - record.minimum_learnables() / original
@@ -242,6 +250,7 @@ def _check_arguments(
     verbosity,
     plots,
     criterion,
+    group_reduction,
     resume_from,
 ) -> None:
     check_data("train_data", train_data)
@@ -267,6 +276,7 @@ def _check_arguments(
     one_of("verbosity_level", verbosity, VERBOSITY)
     one_of("plots", plots, PLOTS)
     importance.check_criterion(criterion)
+    importance.check_group_reduction(group_reduction)
     if resume_from is not None and not Path(resume_from).is_file():
         raise ValueError(f"resume_from={str(resume_from)!r} is not an existing checkpoint file.")
 

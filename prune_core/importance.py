@@ -7,11 +7,18 @@ import torch
 from prune_core.checks import one_of
 
 CRITERIA = ("taylor", "l1", "random")
+GROUP_REDUCTIONS = ("sum", "mean")
+"""How a coupled group's layers' normalised scores combine into one score per unit."""
 
 
 def check_criterion(criterion: str) -> str:
     one_of("criterion", criterion, CRITERIA)
     return criterion
+
+
+def check_group_reduction(group_reduction: str) -> str:
+    one_of("group_reduction", group_reduction, GROUP_REDUCTIONS)
+    return group_reduction
 
 
 def taylor_batch_scores(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:

@@ -74,9 +74,10 @@ class TaylorPrunableNetwork(nn.Module):
     ``update_score`` averages ``s_b`` over the mini-batches seen since the last
     ``update_prunables``. Channels are summed into pruning units (one filter, or one whole
     group of a grouped conv), each layer's unit scores are divided by their L2 norm over the
-    layer's remaining units, and a coupled group's score is the sum of its layers' normalised
-    scores. ``"l1"`` uses the L1 norm of each filter's weights instead and ``"random"`` uniform
-    noise; both go through the same normalisation and ignore ``update_score``.
+    layer's remaining units, and a coupled group's score is the sum (``group_reduction="sum"``)
+    or the mean (``"mean"``) of its layers' normalised scores. ``"l1"`` uses the L1 norm of each
+    filter's weights instead and ``"random"`` uniform noise; both go through the same
+    normalisation and ignore ``update_score``.
 
     Args:
         model: any traceable ``nn.Module``; it is copied, never modified.
@@ -86,6 +87,9 @@ class TaylorPrunableNetwork(nn.Module):
         channel_multiple: each pruned group keeps a multiple of this many units (or all of
             them), so that the smaller convs keep the channel counts fast kernels are built for
             (8 suits CPU vector units and tensor cores). 1 keeps MATLAB's behaviour.
+        group_reduction: ``"sum"`` or ``"mean"`` of a coupled group's layers' normalised scores.
+            With ``"sum"`` a group of k convs (a ResNet stage's residual channels) scores about k
+            times a single conv, so it is pruned last; ``"mean"`` ranks it on equal terms.
     """
 
     def __init__(
@@ -95,9 +99,11 @@ class TaylorPrunableNetwork(nn.Module):
         layer_names: Sequence[str] | None = None,
         criterion: str = "taylor",
         channel_multiple: int = 1,
+        group_reduction: str = "sum",
     ) -> None:
         super().__init__()
         self.criterion = importance.check_criterion(criterion)
+        self.group_reduction = importance.check_group_reduction(group_reduction)
         positive_int("channel_multiple", channel_multiple)
         self.channel_multiple = channel_multiple
         self.model = copy.deepcopy(model)
@@ -339,13 +345,16 @@ class TaylorPrunableNetwork(nn.Module):
         return scores
 
     def group_scores(self) -> list[torch.Tensor]:
-        """Score of every unit of every prunable group: the sum of its layers' normalised scores."""
+        """Score of every unit of every prunable group: the sum or mean (``group_reduction``) of its
+        layers' normalised scores."""
         units = self._unit_masks()
         totals = [torch.zeros(keep.numel()) for keep in units.values()]
         for conv, channel in self.layer_scores().items():
             g = self._group_of(conv)
             alive = getattr(self, f"keep_{g}").cpu()
             totals[g] += importance.normalized(importance.to_units(channel.float(), alive.numel()), alive)
+        if self.group_reduction == "mean":
+            return [total / len(convs) for total, convs in zip(totals, self.layer_groups, strict=True)]
         return totals
 
     def update_prunables(self, max_to_prune: int = 8) -> int:
@@ -458,6 +467,7 @@ class TaylorPrunableNetwork(nn.Module):
             layer_names=layers,
             criterion=self.criterion,
             channel_multiple=self.channel_multiple,
+            group_reduction=self.group_reduction,
         )
 
     def record_pruning_of(self, compact: TaylorPrunableNetwork) -> None:

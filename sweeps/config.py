@@ -111,6 +111,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "prune.importance_iterations": _iterations,
     "prune.criterion": _choice(importance.CRITERIA),
     "prune.channel_multiple": positive_int,
+    "prune.group_reduction": _choice(importance.GROUP_REDUCTIONS),
     "prune.validation_threshold": _optional(non_negative_number),
     "finetune.solver": _choice(tuple(SOLVERS)),
     "finetune.learn_rate": positive_number,

@@ -101,6 +101,7 @@ def run_trial(params: dict[str, Any], base: dict, data: DataBundle) -> None:
             layer_names=layer_names,
             criterion=cfg["prune"]["criterion"],
             channel_multiple=cfg["prune"]["channel_multiple"],
+            group_reduction=cfg["prune"]["group_reduction"],
             validation_threshold=cfg["prune"]["validation_threshold"],
             pruning_checkpoint_path=workdir / "pruning",
             verbosity_level="off",

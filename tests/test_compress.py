@@ -184,6 +184,7 @@ def test_same_seed_same_result(digits, trained):
         ({"layer_names": ["features.99"]}, "Valid layer names"),
         ({"pruning_checkpoint_path": "/nonexistent/folder"}, "pruning_checkpoint_path"),
         ({"criterion": "fisher"}, "criterion='fisher'"),
+        ({"group_reduction": "max"}, "group_reduction='max'"),
         ({"verbosity_level": "loud"}, "verbosity_level='loud'"),
     ],
 )

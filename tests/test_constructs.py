@@ -219,3 +219,30 @@ def test_pruning_a_compacted_copy_is_recorded_on_the_original_filters(net):
     assert expected.keys() == actual.keys()
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
     assert_exact(record, x)
+
+
+def test_group_reduction_mean_divides_each_group_by_its_layers_and_lets_residual_channels_go():
+    from prune_core.models import resnet20
+
+    torch.manual_seed(0)
+    model = resnet20().eval()
+    x = torch.randn(2, 3, 32, 32)
+    summed = TaylorPrunableNetwork(model, x, criterion="l1")
+    averaged = TaylorPrunableNetwork(model, x, criterion="l1", group_reduction="mean")
+    sizes = [len(convs) for convs in summed.layer_groups]
+    assert max(sizes) == 4  # a stage's residual channels: its first conv (or shortcut) and 3 block outputs
+    for total, mean, size in zip(summed.group_scores(), averaged.group_scores(), sizes, strict=True):
+        torch.testing.assert_close(mean, total / size)
+    target = summed.learnables // 2
+    for pnet in (summed, averaged):
+        pnet.prune_to_learnables(target)
+    residual = [g for g, size in enumerate(sizes) if size > 1]
+    full = [len(keep) for keep in summed._unit_masks().values()]
+    assert summed.group_units[residual[0]] == full[residual[0]]  # the sum protects stage 1's residual channels
+    assert any(averaged.group_units[g] < full[g] for g in residual)
+    assert_exact(averaged, x)
+
+
+def test_unknown_group_reduction_is_rejected():
+    with pytest.raises(ValueError, match="group_reduction='max'.*sum, mean"):
+        TaylorPrunableNetwork(ResidualNet(), torch.randn(1, 3, 8, 8), group_reduction="max")

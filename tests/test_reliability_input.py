@@ -26,6 +26,7 @@ FUZZ_POOL: dict[str, list] = {
     "prune.reduction_increment": [0.1, 0.25, 1, 0, 2, "x", "[0.1]"],
     "prune.importance_iterations": ["auto", 5, 1, 0, -1, "often", 2.5],
     "prune.criterion": ["taylor", "l1", "random", "magic", 3],
+    "prune.group_reduction": ["sum", "mean", "max"],
     "prune.layers": ["all", "late_convs", "early_convs", "middle", "[features.0]", "[features.0,nope]", "[]"],
     "prune.validation_threshold": ["null", 0.5, -1, "high"],
     "finetune.learn_rate": [0.01, 0.1, -1, 0, "fast"],
@@ -90,6 +91,7 @@ def _run_like_a_trial(cfg: dict) -> None:
         num_importance_score_iterations=cfg["prune"]["importance_iterations"],
         layer_names=layers,
         criterion=cfg["prune"]["criterion"],
+        group_reduction=cfg["prune"]["group_reduction"],
         verbosity_level="off",
     )
 

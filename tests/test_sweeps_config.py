@@ -29,6 +29,7 @@ def test_default_config_is_a_grid_of_eight_valid_trials():
         ("prune.importance_iterations=-3", "prune.importance_iterations"),
         ("prune.importance_iterations=often", "prune.importance_iterations"),
         ("prune.criterion=magic", "prune.criterion"),
+        ("prune.group_reduction=max", "prune.group_reduction"),
         ("finetune.learn_rate=-0.1", "finetune.learn_rate"),
         ("finetune.batch_size=0", "finetune.batch_size"),
         ("finetune.solver=lbfgs", "finetune.solver"),
