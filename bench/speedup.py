@@ -48,7 +48,12 @@ def prune_rounded(model: torch.nn.Module, example: torch.Tensor, learnables: int
 
 @torch.no_grad()
 def paired_latency(
-    model: torch.nn.Module, pruned: torch.nn.Module, x: torch.Tensor, repeats: int, device: torch.device, warmup=3
+    model: torch.nn.Module,
+    pruned: torch.nn.Module,
+    x: torch.Tensor,
+    repeats: int,
+    device: torch.device,
+    warmup: int = 3,
 ) -> tuple[float, float, float]:
     """Median latency (ms) of each network and the median of the paired ratios pruned / original.
 
