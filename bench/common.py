@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,10 +27,32 @@ def machine(device: torch.device) -> dict:
     }
 
 
-def sync(device: torch.device) -> None:
+def _sync(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA kernels run asynchronously), so timers measure it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def interleaved_times(
+    steps: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds of each step in ``repeats`` rounds after ``warmup`` ones; every round runs the steps
+    in turn, so a drift of the machine's speed hits them alike and pairs of them can be compared."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(warmup + repeats):
+        for name, step in steps.items():
+            _sync(device)
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median_paired_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """The median of the round-by-round ratios of two steps timed by :func:`interleaved_times`."""
+    return statistics.median(n / d for n, d in zip(numerators, denominators, strict=True))
 
 
 def write_report(name: str, device: torch.device, results: dict, out: Path | None = None) -> dict:

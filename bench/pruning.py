@@ -320,7 +320,10 @@ def main(budgets: dict[str, Callable[[], Task]], doc: str, argv: list[str] | Non
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     parser.add_argument("--jobs", type=int, default=1, help="runs (seeds, criteria, goals) in parallel processes")
     parser.add_argument(
-        "--group-reduction", choices=GROUP_REDUCTIONS, default="sum", help="the engine's; not sum: *_group_<it> reports"
+        "--group-reduction",
+        choices=GROUP_REDUCTIONS,
+        default="sum",
+        help="how the engine combines a coupled group's layer scores (not sum: reports named <task>_group_<it>_...)",
     )
     parser.add_argument("--smoke", action="store_true", help="the same as --budget smoke --seeds 1, no report")
     args = parser.parse_args(argv)

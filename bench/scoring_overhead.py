@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import torchvision
 
-from bench.common import machine, sync, write_report
+from bench.common import interleaved_times, machine, median_paired_ratio, write_report
 from prune_core import TaylorPrunableNetwork
 from prune_core.models import DigitsCNN, SequenceCNN
 
@@ -57,17 +56,10 @@ def measure(model, shape, device: torch.device, repeats: int, warmup: int) -> di
     pnet.update_prunables(max_to_prune=max(1, int(0.3 * pnet.num_prunables)))
     pnet.criterion = "taylor"
     opt = torch.optim.SGD(pnet.parameters(), lr=1e-3, momentum=0.9)
-    times = {"plain": [], "scoring": []}
-    for i in range(warmup + repeats):
-        for name, step in (("plain", plain_step), ("scoring", scoring_step)):
-            sync(device)
-            start = time.perf_counter()
-            step(pnet, opt, x, y)
-            sync(device)
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
+    steps = {"plain": lambda: plain_step(pnet, opt, x, y), "scoring": lambda: scoring_step(pnet, opt, x, y)}
+    times = interleaved_times(steps, repeats, warmup, device)
     plain, scoring = statistics.median(times["plain"]), statistics.median(times["scoring"])
-    paired = statistics.median(s / p for s, p in zip(times["scoring"], times["plain"], strict=True))
+    paired = median_paired_ratio(times["scoring"], times["plain"])
     return {"batch_shape": list(shape), "plain_ms": 1e3 * plain, "scoring_ms": 1e3 * scoring, "ratio": paired}
 
 

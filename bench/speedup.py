@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torchvision
 
-from bench.common import sync, write_report
+from bench.common import interleaved_times, median_paired_ratio, write_report
 from bench.figures import speedup_variants
 from prune_core import TaylorPrunableNetwork, network_metrics
 from prune_core.metrics import learnable_parameters
@@ -60,17 +59,9 @@ def paired_latency(
     The two networks run alternately, so a drift of the machine's speed cancels in each pair.
     """
     model, pruned, x = model.to(device).eval(), pruned.to(device).eval(), x.to(device)
-    times: dict[torch.nn.Module, list[float]] = {model: [], pruned: []}
-    for i in range(warmup + repeats):
-        for network in (model, pruned):
-            sync(device)
-            start = time.perf_counter()
-            network(x)
-            sync(device)
-            if i >= warmup:
-                times[network].append(1000 * (time.perf_counter() - start))
-    ratio = statistics.median(p / o for o, p in zip(times[model], times[pruned], strict=True))
-    return statistics.median(times[model]), statistics.median(times[pruned]), ratio
+    times = interleaved_times({"original": lambda: model(x), "pruned": lambda: pruned(x)}, repeats, warmup, device)
+    ratio = median_paired_ratio(times["pruned"], times["original"])
+    return 1000 * statistics.median(times["original"]), 1000 * statistics.median(times["pruned"]), ratio
 
 
 def timings(model: torch.nn.Module, pruned: torch.nn.Module, batches, size, repeats, device) -> dict:

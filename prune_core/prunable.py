@@ -159,12 +159,13 @@ class TaylorPrunableNetwork(nn.Module):
             module._prune_capture = 0
             module._prune_act = None
             module.register_forward_hook(_capture_point)
-        listed = {(conv, name) for conv in self._layers for name in self.graph.inplace_modules.get(conv, [])}
-        relus = self.graph.relu_after_point
-        # a ReLU stays in place while capturing if every point it overwrites is one it alone consumes
-        kept = {name for _, name in listed} - {name for conv, name in listed if relus.get(conv) != name}
-        self._inplace_modules = [self.model.get_submodule(name) for name in sorted({n for _, n in listed} - kept)]
-        self._inplace_relus = {c: self.model.get_submodule(relus[c]) for c in self._layers if relus.get(c) in kept}
+        # switched off while capturing: every in-place module after a point, except a ReLU that is,
+        # wherever it follows a point, that point's only consumer
+        graph = self.graph
+        relus = {conv: graph.relu_after_point[conv] for conv in self._layers if conv in graph.relu_after_point}
+        off = {name for conv in self._layers for name in graph.inplace_modules.get(conv, []) if relus.get(conv) != name}
+        self._inplace_modules = [self.model.get_submodule(name) for name in sorted(off)]
+        self._inplace_relus = {conv: self.model.get_submodule(name) for conv, name in relus.items() if name not in off}
         self._refresh_masks()
 
     def _unit_masks(self) -> dict[int, torch.Tensor]:
