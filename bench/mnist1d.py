@@ -7,6 +7,7 @@ published seed): train a baseline per seed, then ``compress_network`` it.
     python -m bench.mnist1d anchor      # goal 0.8: >= 80% fewer learnables, <= 1.0 point test drop
     python -m bench.mnist1d ablation    # taylor vs l1 vs random at 30/50/70% reduction
     python -m bench.mnist1d oneshot     # the same criteria, one pruning step and no fine-tuning
+    python -m bench.mnist1d ablation --budget ft1   # the ablation with 1 fine-tuning epoch per iteration
     python -m bench.mnist1d anchor --smoke
 """
 
@@ -44,11 +45,16 @@ def task(samples: int = 5000, width: int = 64, baseline_epochs: int = 60, finetu
     )
 
 
+def one_epoch_task() -> pruning.Task:
+    """The default budget with 1 fine-tuning epoch per pruning iteration (the same baselines)."""
+    return replace(task(finetune_epochs=1), name="mnist1d_ft1")
+
+
 def smoke_task() -> pruning.Task:
     return replace(task(samples=400, width=8, baseline_epochs=1, finetune_epochs=1), increment=0.5)
 
 
-BUDGETS = {"default": task, "smoke": smoke_task}
+BUDGETS = {"default": task, "ft1": one_epoch_task, "smoke": smoke_task}
 
 
 def main(argv: list[str] | None = None) -> dict:
