@@ -17,7 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import cache
@@ -293,14 +293,16 @@ def anchor(task: Task, seeds: list[int], jobs: int = 1) -> dict:
     return {"runs": rows, "baselines": baselines, "summary": s}
 
 
-def ablation(task: Task, seeds: list[int], run: Run, jobs: int = 1) -> dict:
-    """``run`` for every goal in GOALS, criterion in CRITERIA and seed: the accuracy-vs-reduction curves."""
-    cases = [(seed, goal, criterion) for goal in GOALS for criterion in CRITERIA for seed in seeds]
+def ablation(
+    task: Task, seeds: list[int], run: Run, jobs: int = 1, criteria: Sequence[str] = CRITERIA
+) -> dict:
+    """``run`` for every goal in GOALS, criterion in ``criteria`` and seed: the accuracy-vs-reduction curves."""
+    cases = [(seed, goal, criterion) for goal in GOALS for criterion in criteria for seed in seeds]
     rows = run_all(run, task, cases, jobs)
     curves = {
         f"{criterion}@{goal}": summarize([r for r in rows if r["criterion"] == criterion and r["goal"] == goal])
         for goal in GOALS
-        for criterion in CRITERIA
+        for criterion in criteria
     }
     for key, s in curves.items():
         print(f"{key:12s} test accuracy {s['pruned_mean']:.2f}% (drop {s['drop_mean']:.2f} +- {s['drop_std']:.2f})")
@@ -325,6 +327,13 @@ def main(budgets: dict[str, Callable[[], Task]], doc: str, argv: list[str] | Non
         default="sum",
         help="how the engine combines a coupled group's layer scores (not sum: reports named <task>_group_<it>_...)",
     )
+    parser.add_argument(
+        "--criteria",
+        nargs="+",
+        choices=CRITERIA,
+        default=list(CRITERIA),
+        help="the criteria an ablation or oneshot runs (not all: the report's name ends with them)",
+    )
     parser.add_argument("--smoke", action="store_true", help="the same as --budget smoke --seeds 1, no report")
     args = parser.parse_args(argv)
     if args.threads:
@@ -337,8 +346,10 @@ def main(budgets: dict[str, Callable[[], Task]], doc: str, argv: list[str] | Non
     if args.experiment == "anchor":
         results = anchor(task, seeds, args.jobs)
     else:
-        results = ablation(task, seeds, prune_run if args.experiment == "ablation" else oneshot_run, args.jobs)
+        run = prune_run if args.experiment == "ablation" else oneshot_run
+        results = ablation(task, seeds, run, args.jobs, args.criteria)
     results = {"budget": task.describe(), **results}
+    subset = "" if args.experiment == "anchor" or set(args.criteria) == set(CRITERIA) else "_" + "_".join(args.criteria)
     if not smoke:
-        write_report(f"{task.name}_{args.experiment}", device(), results)
+        write_report(f"{task.name}_{args.experiment}{subset}", device(), results)
     return results

@@ -110,8 +110,11 @@ def compress_network(
     ``learnables_reduction_increment`` x the original learnables are gone (or the goal is
     reached), fine-tunes for ``options.max_epochs`` and validates. Importance scores are
     accumulated on the last ``num_importance_score_iterations`` fine-tuning mini-batches of the
-    previous iteration (on a scoring pass before the first one). Fine-tuning runs on the
-    physically smaller network: the pruned filters are cut out after every pruning step.
+    previous iteration when those lie in the second half of its fine-tuning; otherwise (and
+    before the first iteration) on a scoring pass without weight updates, so that no score
+    comes from the first steps after a pruning step, while the network recovers from it.
+    Fine-tuning runs on the physically smaller network: the pruned filters are cut out after
+    every pruning step.
     Returns the physically smaller network and a :class:`PruningInfo`. ``callbacks`` are called
     after every pruning iteration (and after its checkpoint is written) with an
     :class:`IterationResult`. ``resume_from`` continues from a checkpoint file written to
@@ -299,14 +302,23 @@ def _score_pass(pnet, loader, loss, batches: int, device) -> None:
         pnet.update_score(acts, grads)
 
 
+def scored_fine_tuning_steps(total_steps: int, score_batches: int) -> int:
+    """How many of the last fine-tuning steps accumulate Taylor scores: ``score_batches`` when
+    they fit in the second half of the ``total_steps``, else none (the next pruning iteration
+    then scores the fine-tuned network in a separate pass)."""
+    return score_batches if 2 * score_batches <= total_steps else 0
+
+
 def _fine_tune(pnet, loader, val_loader, loss, options, device, state: _State, score_batches: int, log) -> bool:
-    """Fine-tune for ``options.max_epochs``; score the last ``score_batches`` mini-batches.
+    """Fine-tune for ``options.max_epochs``, scoring the last mini-batches per
+    :func:`scored_fine_tuning_steps`.
 
     Returns True when the loss became non-finite (training diverged).
     """
     optimizer = make_optimizer(pnet.parameters(), options)
     scheduler = make_scheduler(optimizer, options)
     total = options.max_epochs * len(loader)
+    scored = scored_fine_tuning_steps(total, score_batches)
     step = 0
     pnet.train()
     for epoch in range(1, options.max_epochs + 1):
@@ -314,7 +326,7 @@ def _fine_tune(pnet, loader, val_loader, loss, options, device, state: _State, s
             inputs, targets = inputs.to(device), targets.to(device)
             step += 1
             state.global_step += 1
-            score = pnet.criterion == "taylor" and step > total - score_batches
+            score = pnet.criterion == "taylor" and step > total - scored
             optimizer.zero_grad(set_to_none=True)
             out, acts = pnet.forward_with_activations(inputs) if score else (pnet(inputs), [])
             value = loss(out, targets)

@@ -6,8 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prune_core import TrainingOptions, compress_network
-from prune_core.compress import DIVERGED, GOAL_REACHED, MAX_COMPRESSION, THRESHOLD_EXCEEDED
+from prune_core import TaylorPrunableNetwork, TrainingOptions, compress_network
+from prune_core.compress import (
+    DIVERGED,
+    GOAL_REACHED,
+    MAX_COMPRESSION,
+    THRESHOLD_EXCEEDED,
+    scored_fine_tuning_steps,
+)
 from prune_core.data import load_digits_tensors
 from prune_core.models import DigitsCNN
 from prune_core.train import train_network
@@ -278,3 +284,53 @@ def test_channel_multiple_reaches_the_goal_with_conv_widths_in_multiples(digits,
     assert all(w % 8 == 0 for w in widths) and sum(widths) < sum(
         m.out_channels for m in trained.modules() if isinstance(m, torch.nn.Conv2d)
     )
+
+
+@pytest.mark.parametrize(
+    ("total_steps", "score_batches", "scored"), [(8, 8, 0), (15, 8, 0), (16, 8, 8), (228, 57, 57), (57, 57, 0)]
+)
+def test_fine_tuning_scores_only_its_second_half(total_steps, score_batches, scored):
+    assert scored_fine_tuning_steps(total_steps, score_batches) == scored
+
+
+@pytest.mark.parametrize(("epochs", "in_training"), [(1, False), (2, True)])
+def test_scores_never_come_from_the_steps_right_after_pruning(digits, trained, monkeypatch, epochs, in_training):
+    """512 samples in batches of 64: 8 batches per epoch, all 8 scored ("auto"). With 1 epoch of
+    fine-tuning they would be every step after the pruning step, so the fine-tuned network is
+    scored in a separate pass, with the weights it is pruned with; with 2 epochs the second
+    epoch's steps are scored during training."""
+    x_train, y_train, _, _ = digits
+    events = []
+
+    def weights(net):
+        return [p.detach().clone() for p in net.parameters()]
+
+    def spy(name, method):
+        def wrapped(self, *args, **kwargs):
+            events.append((name, weights(self)))
+            return method(self, *args, **kwargs)
+
+        monkeypatch.setattr(TaylorPrunableNetwork, name, wrapped)
+
+    for name in ("update_score", "score_on_backward", "prune_to_learnables"):
+        spy(name, getattr(TaylorPrunableNetwork, name))
+    _, info = compress_network(
+        trained,
+        (x_train[:512], y_train[:512]),
+        "crossentropy",
+        _options(digits, max_epochs=epochs),
+        learnables_reduction_goal=0.4,
+        learnables_reduction_increment=0.1,
+        verbosity_level="off",
+    )
+    prunes = [i for i, (name, _) in enumerate(events) if name == "prune_to_learnables"]
+    assert len(prunes) == len(info.pruning_history) - 1 >= 3
+    for start, prune in zip(prunes[:-1], prunes[1:], strict=True):  # the scores behind each later pruning step
+        scored = events[start + 1 : prune]
+        assert len(scored) == 8
+        if in_training:
+            assert {name for name, _ in scored} == {"score_on_backward"}
+        else:
+            assert {name for name, _ in scored} == {"update_score"}
+            for _, seen in scored:
+                assert all(torch.equal(a, b) for a, b in zip(seen, events[prune][1], strict=True))

@@ -51,6 +51,14 @@ def test_mnist1d_benchmark_smoke():
     assert results["summary"]["runs"] == 1
 
 
+def test_ablation_runs_only_the_criteria_asked_for():
+    from bench import mnist1d
+
+    results = mnist1d.main(["oneshot", "--smoke", "--criteria", "l1", "random"])
+    assert {run["criterion"] for run in results["runs"]} == {"l1", "random"}
+    assert set(results["summary"]) == {f"{c}@{g}" for c in ("l1", "random") for g in pruning.GOALS}
+
+
 def test_cifar10_benchmark_smoke():
     from bench import cifar10
 
