@@ -64,22 +64,26 @@ def _errorbar(ax: Axes, points: list[tuple[float, float, float]], **style) -> No
 
 
 def criteria_figure(report: dict) -> Figure:
-    """Ablation / one-shot: accuracy against reduction per criterion, and Taylor's paired lead."""
+    """Ablation / one-shot: accuracy against reduction per criterion, and Taylor's paired lead
+    (that panel only when the report has Taylor and another criterion)."""
     runs = report["results"]["runs"]
-    fig = Figure(figsize=(11, 4.5), layout="constrained")
-    curve_ax, lead_ax = fig.subplots(1, 2)
+    leads = {other: paired_differences(runs, "taylor", other) for other in ("l1", "random")}
+    leads = {other: points for other, points in leads.items() if points}
+    fig = Figure(figsize=(11 if leads else 6, 4.5), layout="constrained")
+    axes = fig.subplots(1, 2 if leads else 1, squeeze=False)[0]
+    curve_ax = axes[0]
     for criterion, points in criterion_curves(runs).items():
         _errorbar(curve_ax, points, label=criterion, color=CRITERIA_COLORS.get(criterion))
     curve_ax.axhline(statistics.mean(r["baseline_test_accuracy"] for r in runs), color="k", ls="--", label="baseline")
     curve_ax.set(xlabel="Learnables reduction goal (%)", ylabel="Test accuracy (%)", title="Mean +- std over seeds")
-    for other in ("l1", "random"):
-        points = paired_differences(runs, "taylor", other)
-        if points:
+    if leads:
+        lead_ax = axes[1]
+        for other, points in leads.items():
             _errorbar(lead_ax, points, label=f"taylor - {other}", color=CRITERIA_COLORS[other])
-    lead_ax.axhline(0.0, color="k", lw=0.8)
-    lead_ax.set(xlabel="Learnables reduction goal (%)", ylabel="Accuracy difference (points)")
-    lead_ax.set_title("Taylor's lead, paired by seed (same baseline)")
-    for ax in (curve_ax, lead_ax):
+        lead_ax.axhline(0.0, color="k", lw=0.8)
+        lead_ax.set(xlabel="Learnables reduction goal (%)", ylabel="Accuracy difference (points)")
+        lead_ax.set_title("Taylor's lead, paired by seed (same baseline)")
+    for ax in axes:
         ax.grid(True)
         ax.legend()
     fig.suptitle(report["benchmark"])

@@ -332,7 +332,7 @@ def main(budgets: dict[str, Callable[[], Task]], doc: str, argv: list[str] | Non
         nargs="+",
         choices=CRITERIA,
         default=list(CRITERIA),
-        help="the criteria an ablation or oneshot runs (not all: the report's name ends with them)",
+        help="the criteria an ablation or oneshot runs (not all: reports named <task>_<criteria>_<experiment>)",
     )
     parser.add_argument("--smoke", action="store_true", help="the same as --budget smoke --seeds 1, no report")
     args = parser.parse_args(argv)
@@ -349,7 +349,7 @@ def main(budgets: dict[str, Callable[[], Task]], doc: str, argv: list[str] | Non
         run = prune_run if args.experiment == "ablation" else oneshot_run
         results = ablation(task, seeds, run, args.jobs, args.criteria)
     results = {"budget": task.describe(), **results}
-    subset = "" if args.experiment == "anchor" or set(args.criteria) == set(CRITERIA) else "_" + "_".join(args.criteria)
+    subset = "" if args.experiment == "anchor" or set(args.criteria) == set(CRITERIA) else "_".join(args.criteria) + "_"
     if not smoke:
-        write_report(f"{task.name}_{args.experiment}{subset}", device(), results)
+        write_report(f"{task.name}_{subset}{args.experiment}", device(), results)
     return results

@@ -110,9 +110,9 @@ def compress_network(
     ``learnables_reduction_increment`` x the original learnables are gone (or the goal is
     reached), fine-tunes for ``options.max_epochs`` and validates. Importance scores are
     accumulated on the last ``num_importance_score_iterations`` fine-tuning mini-batches of the
-    previous iteration when those lie in the second half of its fine-tuning; otherwise (and
-    before the first iteration) on a scoring pass without weight updates, so that no score
-    comes from the first steps after a pruning step, while the network recovers from it.
+    previous iteration, but never on the first half of its fine-tuning, while the network
+    recovers from the pruning step (and before the first iteration, on a scoring pass without
+    weight updates).
     Fine-tuning runs on the physically smaller network: the pruned filters are cut out after
     every pruning step.
     Returns the physically smaller network and a :class:`PruningInfo`. ``callbacks`` are called
@@ -303,10 +303,10 @@ def _score_pass(pnet, loader, loss, batches: int, device) -> None:
 
 
 def scored_fine_tuning_steps(total_steps: int, score_batches: int) -> int:
-    """How many of the last fine-tuning steps accumulate Taylor scores: ``score_batches`` when
-    they fit in the second half of the ``total_steps``, else none (the next pruning iteration
-    then scores the fine-tuned network in a separate pass)."""
-    return score_batches if 2 * score_batches <= total_steps else 0
+    """How many of the last fine-tuning steps accumulate Taylor scores: ``score_batches``, but
+    no more than the second half of the ``total_steps`` (none when fine-tuning is a single step:
+    the next pruning iteration then scores the fine-tuned network in a separate pass)."""
+    return min(score_batches, total_steps // 2)
 
 
 def _fine_tune(pnet, loader, val_loader, loss, options, device, state: _State, score_batches: int, log) -> bool:

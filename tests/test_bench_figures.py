@@ -49,6 +49,14 @@ def test_paired_differences_pair_the_seeds_and_skip_unpaired_goals():
     assert figures.paired_differences(RUNS, "taylor", "l1") == []
 
 
+def test_criteria_figure_has_the_lead_panel_only_with_a_criterion_to_lead():
+    def axes(runs):
+        return len(figures.criteria_figure({"benchmark": "x_ablation", "results": {"runs": runs}}).axes)
+
+    assert axes(RUNS) == 2
+    assert axes([r for r in RUNS if r["criterion"] == "taylor"]) == 1
+
+
 @pytest.mark.parametrize("path", sorted(RESULTS.glob("*.json")), ids=lambda p: p.stem)
 def test_every_committed_report_draws_its_figure(path, tmp_path):
     report = json.loads(path.read_text())

@@ -287,50 +287,50 @@ def test_channel_multiple_reaches_the_goal_with_conv_widths_in_multiples(digits,
 
 
 @pytest.mark.parametrize(
-    ("total_steps", "score_batches", "scored"), [(8, 8, 0), (15, 8, 0), (16, 8, 8), (228, 57, 57), (57, 57, 0)]
+    ("total_steps", "score_batches", "scored"), [(8, 8, 4), (15, 8, 7), (16, 8, 8), (228, 57, 57), (1, 57, 0)]
 )
 def test_fine_tuning_scores_only_its_second_half(total_steps, score_batches, scored):
     assert scored_fine_tuning_steps(total_steps, score_batches) == scored
 
 
-@pytest.mark.parametrize(("epochs", "in_training"), [(1, False), (2, True)])
-def test_scores_never_come_from_the_steps_right_after_pruning(digits, trained, monkeypatch, epochs, in_training):
-    """512 samples in batches of 64: 8 batches per epoch, all 8 scored ("auto"). With 1 epoch of
-    fine-tuning they would be every step after the pruning step, so the fine-tuned network is
-    scored in a separate pass, with the weights it is pruned with; with 2 epochs the second
-    epoch's steps are scored during training."""
+@pytest.mark.parametrize(("samples", "epochs", "scored"), [(512, 1, 4), (512, 2, 8), (64, 1, 0)])
+def test_scores_never_come_from_the_steps_right_after_pruning(digits, trained, monkeypatch, samples, epochs, scored):
+    """Batches of 64 and "auto" score windows (every batch of an epoch): 512 samples and 1 epoch
+    score the last 4 of 8 steps, 2 epochs the whole second epoch; with a single fine-tuning step
+    nothing is scored during it, and the fine-tuned network is scored in a separate pass with the
+    weights it is pruned with."""
     x_train, y_train, _, _ = digits
     events = []
 
-    def weights(net):
-        return [p.detach().clone() for p in net.parameters()]
+    def spy(cls, name, snapshot):
+        method = getattr(cls, name)
 
-    def spy(name, method):
         def wrapped(self, *args, **kwargs):
-            events.append((name, weights(self)))
+            events.append((name, [p.detach().clone() for p in self.parameters()] if snapshot else None))
             return method(self, *args, **kwargs)
 
-        monkeypatch.setattr(TaylorPrunableNetwork, name, wrapped)
+        monkeypatch.setattr(cls, name, wrapped)
 
     for name in ("update_score", "score_on_backward", "prune_to_learnables"):
-        spy(name, getattr(TaylorPrunableNetwork, name))
+        spy(TaylorPrunableNetwork, name, snapshot=True)
+    spy(torch.optim.SGD, "step", snapshot=False)
     _, info = compress_network(
         trained,
-        (x_train[:512], y_train[:512]),
+        (x_train[:samples], y_train[:samples]),
         "crossentropy",
         _options(digits, max_epochs=epochs),
         learnables_reduction_goal=0.4,
         learnables_reduction_increment=0.1,
         verbosity_level="off",
     )
-    prunes = [i for i, (name, _) in enumerate(events) if name == "prune_to_learnables"]
+    names = [name for name, _ in events]
+    prunes = [i for i, name in enumerate(names) if name == "prune_to_learnables"]
     assert len(prunes) == len(info.pruning_history) - 1 >= 3
-    for start, prune in zip(prunes[:-1], prunes[1:], strict=True):  # the scores behind each later pruning step
-        scored = events[start + 1 : prune]
-        assert len(scored) == 8
-        if in_training:
-            assert {name for name, _ in scored} == {"score_on_backward"}
+    steps = epochs * samples // 64
+    for start, prune in zip(prunes[:-1], prunes[1:], strict=True):  # fine-tuning, then the next pruning step
+        if scored:
+            assert names[start + 1 : prune] == ["step"] * (steps - scored) + ["score_on_backward", "step"] * scored
         else:
-            assert {name for name, _ in scored} == {"update_score"}
-            for _, seen in scored:
-                assert all(torch.equal(a, b) for a, b in zip(seen, events[prune][1], strict=True))
+            assert names[start + 1 : prune] == ["step"] * steps + ["update_score"] * min(samples // 64, 100)
+            seen, pruned_with = events[prune - 1][1], events[prune][1]
+            assert all(torch.equal(a, b) for a, b in zip(seen, pruned_with, strict=True))
