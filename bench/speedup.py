@@ -6,9 +6,12 @@ networks are timed (eval mode, batch 1 and 32, 224x224; the two run alternately 
 ratio is the median of the paired ratios, as in ``bench.scoring_overhead``). Target:
 latency ratio (pruned / original) within 1.25x of the MACs ratio. The same learnables are then
 reached with ``channel_multiple=m`` (every pruned layer keeps a multiple of m filters) for each
-``--channel-multiples`` m and timed.
+``--channel-multiples`` m and timed. ``--deployed`` times both networks as they would be served:
+BatchNorm folded into the convs (``torch.fx.experimental.optimization.fuse``) and channels-last
+memory format, the layout oneDNN's CPU convolutions are fastest in (MACs are the same).
 
     python -m bench.speedup                          # writes bench/results/speedup.json
+    python -m bench.speedup --deployed               # writes bench/results/speedup_deployed.json
     python -m bench.speedup --channel-multiples 8    # only the multiples of 8
     python -m bench.speedup --smoke                  # seconds; used by the tests
 """
@@ -20,6 +23,7 @@ import statistics
 
 import torch
 import torchvision
+from torch.fx.experimental.optimization import fuse
 
 from bench.common import interleaved_times, median_paired_ratio, write_report
 from bench.figures import speedup_variants
@@ -64,13 +68,25 @@ def paired_latency(
     return 1000 * statistics.median(times["original"]), 1000 * statistics.median(times["pruned"]), ratio
 
 
-def timings(model: torch.nn.Module, pruned: torch.nn.Module, batches, size, repeats, device) -> dict:
-    """Latency and MACs of ``pruned`` against ``model``, per batch size."""
+def deploy(model: torch.nn.Module) -> torch.nn.Module:
+    """The network as served: BatchNorm folded into the convs, weights in channels-last format."""
+    return fuse(model.eval()).to(memory_format=torch.channels_last)
+
+
+def timings(
+    model: torch.nn.Module, pruned: torch.nn.Module, batches, size, repeats, device, deployed: bool = False
+) -> dict:
+    """Latency and MACs of ``pruned`` against ``model``, per batch size (``deployed``: both
+    through :func:`deploy`, inputs channels-last)."""
     rows = {}
+    served = (deploy(model), deploy(pruned)) if deployed else (model, pruned)
+    layout = torch.channels_last if deployed else torch.contiguous_format
     for batch in batches:
         x = torch.randn(batch, 3, size, size)
         macs_ratio = network_metrics(pruned, x, device, 1, 0).macs / network_metrics(model, x, device, 1, 0).macs
-        original_ms, pruned_ms, latency_ratio = paired_latency(model, pruned, x, repeats, device)
+        original_ms, pruned_ms, latency_ratio = paired_latency(
+            *served, x.contiguous(memory_format=layout), repeats, device
+        )
         rows[f"batch_{batch}"] = {
             "original_latency_ms": original_ms,
             "pruned_latency_ms": pruned_ms,
@@ -83,22 +99,22 @@ def timings(model: torch.nn.Module, pruned: torch.nn.Module, batches, size, repe
 
 
 def measure(
-    name: str, batches: tuple[int, ...], size: int, repeats: int, device: torch.device, multiples: list[int]
+    name: str,
+    batches: tuple[int, ...],
+    size: int,
+    repeats: int,
+    device: torch.device,
+    multiples: list[int],
+    deployed: bool = False,
 ) -> dict:
     """Half the filters removed; and the same learnables with channel counts in each of ``multiples``."""
     model = torchvision.models.get_model(name, weights=None).eval()
     example = torch.randn(1, 3, size, size)
     pruned = prune_half(model, example)
     learnables = learnable_parameters(pruned)
-    return {
-        **timings(model, pruned, batches, size, repeats, device),
-        **{
-            f"channel_multiple_{m}": timings(
-                model, prune_rounded(model, example, learnables, m), batches, size, repeats, device
-            )
-            for m in multiples
-        },
-    }
+    cells = {"": pruned} | {f"channel_multiple_{m}": prune_rounded(model, example, learnables, m) for m in multiples}
+    rows = {key: timings(model, net, batches, size, repeats, device, deployed) for key, net in cells.items()}
+    return {**rows.pop(""), **rows}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -107,11 +123,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--channel-multiples", type=int, nargs="*", default=[8, 16], metavar="M")
+    parser.add_argument("--deployed", action="store_true", help="BatchNorm folded, channels-last (see above)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
     batches, size, repeats = ((1, 2), 64, 2) if args.smoke else ((1, 32), 224, args.repeats)
-    results = {name: measure(name, batches, size, repeats, device, args.channel_multiples) for name in MODELS}
+    results = {
+        name: measure(name, batches, size, repeats, device, args.channel_multiples, args.deployed) for name in MODELS
+    }
     for name, row in results.items():
         for variant, cells in speedup_variants(row):
             for key, cell in cells.items():
@@ -122,7 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
                         f"latency ratio {cell['latency_ratio']:.3f}  ({times})"
                     )
     if not args.smoke:
-        write_report("speedup" if device.type == "cpu" else "speedup_gpu", device, results)
+        name = "speedup" + ("" if device.type == "cpu" else "_gpu") + ("_deployed" if args.deployed else "")
+        write_report(name, device, results)
     return {"benchmark": "speedup", "results": results}
 
 

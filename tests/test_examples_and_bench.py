@@ -29,10 +29,11 @@ def test_scoring_overhead_benchmark_smoke():
     assert row["plain_ms"] > 0 and row["scoring_ms"] > 0
 
 
-def test_speedup_benchmark_smoke():
+@pytest.mark.parametrize("deployed", [[], ["--deployed"]], ids=["eager", "deployed"])
+def test_speedup_benchmark_smoke(deployed):
     from bench import speedup
 
-    report = speedup.main(["--smoke"])
+    report = speedup.main(["--smoke", *deployed])
     for name in speedup.MODELS:
         row = report["results"][name]
         assert 0 < row["learnables_ratio"] < 1
@@ -40,6 +41,21 @@ def test_speedup_benchmark_smoke():
         for multiple in (8, 16):
             rounded = row[f"channel_multiple_{multiple}"]
             assert rounded["learnables_ratio"] <= row["learnables_ratio"] and rounded["batch_1"]["macs_ratio"] < 1
+
+
+def test_deployed_network_computes_what_the_pruned_one_does():
+    import torchvision
+
+    from bench import speedup
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    pruned = speedup.prune_half(torchvision.models.resnet18(num_classes=10).eval(), x[:1])
+    served = speedup.deploy(pruned)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.modules())
+    with torch.no_grad():
+        served_out = served(x.contiguous(memory_format=torch.channels_last))
+        torch.testing.assert_close(served_out, pruned(x), rtol=1e-4, atol=1e-4)
 
 
 def test_mnist1d_benchmark_smoke():
