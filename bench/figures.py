@@ -18,7 +18,7 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from bench.common import RESULTS
+from bench.common import RESULTS, speedup_variants
 
 CRITERIA_COLORS = {"taylor": "tab:blue", "l1": "tab:orange", "random": "tab:gray"}
 MATLAB_ANCHORS = {  # MATLAB's published examples (../shared/seeds/001_*, 003_*): reduction, accuracy drop
@@ -144,13 +144,6 @@ def scoring_figure(report: dict) -> Figure:
     ax.set(ylim=(0.9, None), ylabel="Scoring step / plain step", title=f"Scoring overhead ({report['device']})")
     ax.legend()
     return fig
-
-
-def speedup_variants(row: dict) -> list[tuple[str, dict]]:
-    """A speed-up report's network row as ``(suffix, cells)``: unrounded, then each ``channel_multiple_<m>``."""
-    prefix = "channel_multiple_"
-    rounded = [(f" x{key.removeprefix(prefix)}", cells) for key, cells in row.items() if key.startswith(prefix)]
-    return [("", row), *rounded]
 
 
 def speedup_figure(report: dict) -> Figure:

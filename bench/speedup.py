@@ -25,8 +25,7 @@ import torch
 import torchvision
 from torch.fx.experimental.optimization import fuse
 
-from bench.common import interleaved_times, median_paired_ratio, write_report
-from bench.figures import speedup_variants
+from bench.common import interleaved_times, median_paired_ratio, speedup_variants, write_report
 from prune_core import TaylorPrunableNetwork, network_metrics
 from prune_core.metrics import learnable_parameters
 
@@ -74,12 +73,22 @@ def deploy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def timings(
-    model: torch.nn.Module, pruned: torch.nn.Module, batches, size, repeats, device, deployed: bool = False
+    model: torch.nn.Module,
+    pruned: torch.nn.Module,
+    batches,
+    size,
+    repeats,
+    device,
+    served_model: torch.nn.Module | None = None,
 ) -> dict:
-    """Latency and MACs of ``pruned`` against ``model``, per batch size (``deployed``: both
-    through :func:`deploy`, inputs channels-last)."""
+    """Latency and MACs of ``pruned`` against ``model``, per batch size.
+
+    ``served_model``: ``model`` through :func:`deploy`; when given, ``pruned`` is deployed too
+    and the inputs are channels-last.
+    """
     rows = {}
-    served = (deploy(model), deploy(pruned)) if deployed else (model, pruned)
+    deployed = served_model is not None
+    served = (served_model, deploy(pruned)) if deployed else (model, pruned)
     layout = torch.channels_last if deployed else torch.contiguous_format
     for batch in batches:
         x = torch.randn(batch, 3, size, size)
@@ -113,7 +122,8 @@ def measure(
     pruned = prune_half(model, example)
     learnables = learnable_parameters(pruned)
     cells = {"": pruned} | {f"channel_multiple_{m}": prune_rounded(model, example, learnables, m) for m in multiples}
-    rows = {key: timings(model, net, batches, size, repeats, device, deployed) for key, net in cells.items()}
+    served_model = deploy(model) if deployed else None
+    rows = {key: timings(model, net, batches, size, repeats, device, served_model) for key, net in cells.items()}
     return {**rows.pop(""), **rows}
 
 
