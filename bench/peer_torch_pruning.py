@@ -1,7 +1,8 @@
 """Peer comparison: our compress_network against Torch-Pruning's Taylor importance.
 
 Same trained baseline per seed, same data, same fine-tuning (solver, learn rate, epochs and
-batch size per pruning iteration), same number of pruning iterations, and the same learnables
+batch size per pruning iteration, and the same final fine-tuning after the loop: ``--final-epochs``),
+same number of pruning iterations, and the same learnables
 reduction: Torch-Pruning's global pruning ratio is found by bisection so that its final
 learnables match ours (each bisection probe runs its iterative pruning schedule without
 fine-tuning, scoring on ``--probe-batches`` mini-batches; the probes' time is not counted in
@@ -85,6 +86,7 @@ def compare(task: pruning.Task, seed: int, goal: float, probe_batches: int) -> d
     model = copy.deepcopy(pruning.trained_model(task, seed))
     start = time.perf_counter()
     pruned = tp_prune(model, ratio, steps, task, seed, True, task.scoring_batches)
+    pruning.final_tune(task, seed, pruned)
     seconds = time.perf_counter() - start
     retrained = pruning.retrain(task, seed, pruned)
     return {
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--probe-batches", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None)
+    pruning.add_recipe_arguments(parser)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     if args.threads:
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     budgets = TASKS[args.task]
     if args.budget is not None and args.budget not in budgets:
         parser.error(f"--budget {args.budget!r}: {args.task} has {', '.join(budgets)}")
-    task = budgets["smoke" if args.smoke else args.budget or next(iter(budgets))]()
+    task = pruning.with_recipe(budgets["smoke" if args.smoke else args.budget or next(iter(budgets))](), args)
     seeds = [0] if args.smoke else list(range(args.seeds))
     rows = [compare(task, seed, args.goal, args.probe_batches) for seed in seeds]
     summary = {

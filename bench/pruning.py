@@ -45,7 +45,10 @@ class Task:
 
     ``baseline_stages`` is a step schedule of ``(learn_rate, epochs)``; ``solver``,
     ``l2_regularization`` and ``batch`` apply to the baseline and to fine-tuning, which runs
-    ``finetune_epochs`` at ``finetune_learn_rate`` per pruning iteration. ``retrain_epochs``
+    ``finetune_epochs`` at ``finetune_learn_rate`` per pruning iteration, on the
+    ``finetune_schedule`` (``"none"``: constant; ``"cosine"``: annealed to 0 every iteration),
+    carrying the optimizer's state across pruning steps when ``carry_optimizer_state``, then
+    ``final_epochs`` of compress_network's final fine-tuning (cosine to 0). ``retrain_epochs``
     retrain the pruned network afterwards, as MATLAB's CIFAR-10 example does: from
     ``finetune_learn_rate``, dropped tenfold every ``retrain_drop_period`` epochs. ``scoring_batches``
     caps the one-shot scoring pass and Torch-Pruning's gradient pass. ``group_reduction`` is
@@ -67,6 +70,9 @@ class Task:
     retrain_epochs: int = 0
     retrain_drop_period: int = 2
     group_reduction: str = "sum"
+    finetune_schedule: str = "none"
+    carry_optimizer_state: bool = False
+    final_epochs: int = 0
 
     def describe(self) -> dict:
         """The budget as plain values, for the report."""
@@ -111,7 +117,20 @@ def training_options(task: Task, seed: int, learn_rate: float, epochs: int, **ex
 
 def finetune_options(task: Task, seed: int, **extra) -> TrainingOptions:
     """The fine-tuning settings every pruning method gets per pruning iteration."""
+    extra = {
+        "learn_rate_schedule": task.finetune_schedule,
+        "carry_optimizer_state": task.carry_optimizer_state,
+        **extra,
+    }
     return training_options(task, seed, task.finetune_learn_rate, task.finetune_epochs, **extra)
+
+
+def final_tune(task: Task, seed: int, model: nn.Module) -> None:
+    """compress_network's final fine-tuning, for a peer's pruned network: ``task.final_epochs`` of
+    cosine-annealed training from the fine-tuning learn rate to 0, in place."""
+    if task.final_epochs:
+        options = finetune_options(task, seed, learn_rate_schedule="cosine", max_epochs=task.final_epochs)
+        train_network(model, task.splits()[0], "crossentropy", options)
 
 
 def retrain(task: Task, seed: int, model: nn.Module) -> dict:
@@ -209,17 +228,22 @@ def prune_run(task: Task, seed: int, goal: float, criterion: str) -> dict:
         learnables_reduction_increment=task.increment,
         criterion=criterion,
         group_reduction=task.group_reduction,
+        final_fine_tuning_epochs=task.final_epochs,
         verbosity_level="off",
     )
     seconds = time.perf_counter() - start
     retrained = retrain(task, seed, pruned)
+    history = info.pruning_history
+    loop_rows = history[history["phase"] == "prune"]
     return {
         **outcome(task, seed, goal, criterion, pruned),
         **retrained,
         "original_learnables": info.original_learnables,
         "learnables": info.learnables,
         "reduction": info.reduction,
-        "pruning_iterations": int(info.pruning_history["iteration"].max()),
+        "pruning_iterations": info.pruning_iterations,
+        "val_accuracy_after_loop": float(loop_rows["val_accuracy"].iloc[-1]),
+        "val_accuracy_final": float(history["val_accuracy"].iloc[-1]),
         "seconds": seconds + retrained.get("retrain_seconds", 0.0),
     }
 
@@ -268,6 +292,28 @@ def summarize(rows: list[dict]) -> dict:
 Run = Callable[[Task, int, float, str], dict]
 
 
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fine-tuning recipe's flags: schedule per iteration, final fine-tuning, optimizer state."""
+    parser.add_argument(
+        "--schedule", choices=("none", "cosine"), default=None, help="learn-rate schedule per pruning iteration"
+    )
+    parser.add_argument("--final-epochs", type=int, default=None, help="compress_network's final fine-tuning epochs")
+    parser.add_argument(
+        "--carry", action="store_true", help="carry the optimizer's state across pruning steps (default: fresh)"
+    )
+
+
+def with_recipe(task: Task, args: argparse.Namespace) -> Task:
+    """``task`` with the recipe flags applied; its name gains ``_cos``, ``_final<N>``, ``_carry``."""
+    if args.schedule is not None and args.schedule != task.finetune_schedule:
+        task = replace(task, name=f"{task.name}_{args.schedule[:3]}", finetune_schedule=args.schedule)
+    if args.final_epochs is not None and args.final_epochs != task.final_epochs:
+        task = replace(task, name=f"{task.name}_final{args.final_epochs}", final_epochs=args.final_epochs)
+    if args.carry and not task.carry_optimizer_state:
+        task = replace(task, name=f"{task.name}_carry", carry_optimizer_state=True)
+    return task
+
+
 def run_all(run: Run, task: Task, cases: list[tuple[int, float, str]], jobs: int = 1) -> list[dict]:
     """``run(task, seed, goal, criterion)`` for every case, in ``jobs`` processes at a time.
 
@@ -294,14 +340,19 @@ def anchor(task: Task, seeds: list[int], jobs: int = 1) -> dict:
 
 
 def ablation(
-    task: Task, seeds: list[int], run: Run, jobs: int = 1, criteria: Sequence[str] = CRITERIA
+    task: Task,
+    seeds: list[int],
+    run: Run,
+    jobs: int = 1,
+    criteria: Sequence[str] = CRITERIA,
+    goals: Sequence[float] = GOALS,
 ) -> dict:
-    """``run`` for every goal in GOALS, criterion in ``criteria`` and seed: the accuracy-vs-reduction curves."""
-    cases = [(seed, goal, criterion) for goal in GOALS for criterion in criteria for seed in seeds]
+    """``run`` for every goal in ``goals``, criterion in ``criteria`` and seed: the accuracy-vs-reduction curves."""
+    cases = [(seed, goal, criterion) for goal in goals for criterion in criteria for seed in seeds]
     rows = run_all(run, task, cases, jobs)
     curves = {
         f"{criterion}@{goal}": summarize([r for r in rows if r["criterion"] == criterion and r["goal"] == goal])
-        for goal in GOALS
+        for goal in goals
         for criterion in criteria
     }
     for key, s in curves.items():
@@ -334,6 +385,9 @@ def main(budgets: dict[str, Callable[[], Task]], doc: str, argv: list[str] | Non
         default=list(CRITERIA),
         help="the criteria an ablation or oneshot runs (not all: reports named <task>_<criteria>_<experiment>)",
     )
+    parser.add_argument("--goals", type=float, nargs="+", default=list(GOALS), help="an ablation's reductions")
+    parser.add_argument("--goal", type=float, default=None, help="the anchor's goal (default: the task's)")
+    add_recipe_arguments(parser)
     parser.add_argument("--smoke", action="store_true", help="the same as --budget smoke --seeds 1, no report")
     args = parser.parse_args(argv)
     if args.threads:
@@ -342,14 +396,19 @@ def main(budgets: dict[str, Callable[[], Task]], doc: str, argv: list[str] | Non
     task = budgets["smoke" if smoke else args.budget]()
     if args.group_reduction != "sum":
         task = replace(task, name=f"{task.name}_group_{args.group_reduction}", group_reduction=args.group_reduction)
+    task = with_recipe(task, args)
+    if args.goal is not None:
+        task = replace(task, name=f"{task.name}_goal{round(100 * args.goal)}", anchor_goal=args.goal)
     seeds = [0] if smoke else list(range(args.seeds))
     if args.experiment == "anchor":
         results = anchor(task, seeds, args.jobs)
     else:
         run = prune_run if args.experiment == "ablation" else oneshot_run
-        results = ablation(task, seeds, run, args.jobs, args.criteria)
+        results = ablation(task, seeds, run, args.jobs, args.criteria, args.goals)
     results = {"budget": task.describe(), **results}
     subset = "" if args.experiment == "anchor" or set(args.criteria) == set(CRITERIA) else "_".join(args.criteria) + "_"
+    if args.experiment != "anchor" and list(args.goals) != list(GOALS):
+        subset += "curve_"
     if not smoke:
         write_report(f"{task.name}_{subset}{args.experiment}", device(), results)
     return results

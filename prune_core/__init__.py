@@ -1,11 +1,12 @@
 """Structured Taylor pruning of PyTorch convolutional networks."""
 
 from prune_core.analysis import NetworkAnalysis, analyze_network
-from prune_core.compress import IterationResult, PruningInfo, compress_network
+from prune_core.compress import compress_network
 from prune_core.io import load_pruned, save_pruned
 from prune_core.metrics import NetworkMetrics, compare_networks, network_metrics
 from prune_core.options import TrainingOptions
 from prune_core.prunable import TaylorPrunableNetwork
+from prune_core.results import IterationResult, PruningInfo
 
 __all__ = [
     "IterationResult",

@@ -37,6 +37,22 @@ def fraction(label: str, value: Any) -> None:
         raise ValueError(f"{label}={value!r} is not allowed; use a number in (0, 1].")
 
 
+def fraction_below_one(label: str, value: Any) -> None:
+    """A share in [0, 1)."""
+    if not _is_number(value) or not 0 <= value < 1:
+        raise ValueError(f"{label}={value!r} is not allowed; use a number in [0, 1).")
+
+
+def non_negative_int(label: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{label}={value!r} is not allowed; use an integer >= 0.")
+
+
+def boolean(label: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{label}={value!r} is not allowed; use true or false.")
+
+
 def writable_folder(key: str, folder: Path) -> None:
     """ValueError unless ``folder`` exists and a file can be created in it (probed, then removed)."""
     if not folder.is_dir():

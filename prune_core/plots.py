@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from prune_core.compress import PruningInfo
+    from prune_core.results import PruningInfo
 
 
 def pruning_progress_figure(info: PruningInfo) -> Figure:

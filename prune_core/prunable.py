@@ -315,6 +315,14 @@ class TaylorPrunableNetwork(nn.Module):
             self._score_sum = [torch.zeros(a.shape[1], device=a.device, dtype=a.dtype) for a in activations]
         return self._score_sum
 
+    def score_state(self) -> tuple[list[torch.Tensor] | None, int]:
+        """The accumulated Taylor score sums and their mini-batch count (for checkpoints)."""
+        return self._score_sum, self._score_batches
+
+    def load_score_state(self, state: tuple[list[torch.Tensor] | None, int]) -> None:
+        """Continue accumulating from a :meth:`score_state`."""
+        self._score_sum, self._score_batches = state
+
     def _check_point_count(self, method: str, *counts: int) -> None:
         """ValueError unless every sequence given to ``method`` has one entry per pruning point."""
         if any(count != len(self._layers) for count in counts):
@@ -480,6 +488,11 @@ class TaylorPrunableNetwork(nn.Module):
                 kept = mine.nonzero().flatten()
                 mine[kept[~keep.to(mine.device)]] = False
         self._masks_changed()
+
+    def kept_slices(self) -> surgery.TensorSlices:
+        """``(dim, kept indices)`` of every tensor :meth:`to_module` slices, keyed by this wrapper's
+        parameter and buffer names (``"model.<module>.<attr>"``)."""
+        return {f"model.{key}": slices for key, slices in surgery.kept_slices(self.graph, self._unit_masks()).items()}
 
     # -- extraction ---------------------------------------------------------------------------
 

@@ -49,17 +49,37 @@ def count_learnables(model: nn.Module, graph: ChannelGraph, unit_masks: UnitMask
     return sum(math.prod(shape) for shape in shapes.values())
 
 
+TensorSlices = dict[str, list[tuple[int, torch.Tensor]]]
+
+
+def kept_slices(graph: ChannelGraph, unit_masks: UnitMasks) -> TensorSlices:
+    """``(dim, kept indices)`` of every tensor :func:`extract` resizes, keyed ``"module.attr"``."""
+    slices: TensorSlices = {}
+    for name, attr, dim, layout in resize_plan(graph):
+        key = f"{name}.{attr}" if name else attr
+        slices.setdefault(key, []).append((dim, kept_indices(layout, graph, unit_masks)))
+    return slices
+
+
+def select_kept(tensor: torch.Tensor, slices: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+    """``tensor`` with only the kept indices along each sliced dim (``tensor`` itself when all are kept)."""
+    for dim, index in slices:
+        if index.numel() != tensor.shape[dim]:
+            tensor = tensor.index_select(dim, index.to(tensor.device))
+    return tensor
+
+
 def extract(model: nn.Module, graph: ChannelGraph, unit_masks: UnitMasks) -> None:
     """Slice ``model`` in place so that only kept channels remain."""
-    for name, attr, dim, layout in resize_plan(graph):
+    for key, slices in kept_slices(graph, unit_masks).items():
+        name, _, attr = key.rpartition(".")
         module = model.get_submodule(name)
         tensor = getattr(module, attr, None)
         if tensor is None:
             continue
-        index = kept_indices(layout, graph, unit_masks).to(tensor.device)
-        if index.numel() == tensor.shape[dim]:
+        sliced = select_kept(tensor.detach(), slices)
+        if sliced.shape == tensor.shape:
             continue
-        sliced = tensor.detach().index_select(dim, index).clone()
         if isinstance(tensor, nn.Parameter):
             setattr(module, attr, nn.Parameter(sliced, requires_grad=tensor.requires_grad))
         else:

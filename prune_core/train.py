@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from prune_core.options import TrainingOptions
+from prune_core.schedules import make_scheduler, run_factor
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -77,15 +78,6 @@ def make_optimizer(params, options: TrainingOptions) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, options: TrainingOptions) -> torch.optim.lr_scheduler.LRScheduler:
-    """The per-epoch learn-rate schedule of ``options`` (constant for ``"none"``); step it once per epoch."""
-    if options.learn_rate_schedule == "piecewise":
-        return torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=options.learn_rate_drop_period, gamma=options.learn_rate_drop_factor
-        )
-    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-
-
 def batch_metrics(outputs: torch.Tensor, targets: torch.Tensor, metrics: list[str]) -> dict[str, float]:
     """Metric values of one mini-batch (accuracy in percent)."""
     result = {}
@@ -136,7 +128,7 @@ def train_network(model: nn.Module, train_data: Any, loss_fn: str | LossFn, opti
     loader, loss = as_loader(train_data, options, train=True), resolve_loss(loss_fn)
     model.to(device).train()
     optimizer = make_optimizer(model.parameters(), options)
-    scheduler = make_scheduler(optimizer, options)
+    scheduler = make_scheduler(optimizer, run_factor(options, len(loader)))
     for _ in range(options.max_epochs):
         for inputs, targets in loader:
             optimizer.zero_grad()
@@ -145,5 +137,5 @@ def train_network(model: nn.Module, train_data: Any, loss_fn: str | LossFn, opti
                 raise FloatingPointError(f"training loss became {value.item()}; lower the learn rate.")
             value.backward()
             optimizer.step()
-        scheduler.step()
+            scheduler.step()
     return model.eval()

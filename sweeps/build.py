@@ -56,6 +56,8 @@ def training_keys(baseline: bool = False) -> dict[str, str]:
         "learn_rate_schedule": "learn_rate_schedule",
         "learn_rate_drop_factor": "learn_rate_drop_factor",
         "learn_rate_drop_period": "learn_rate_drop_period",
+        "learn_rate_floor": "learn_rate_floor",
+        "warmup_fraction": "warmup_fraction",
         "momentum": "momentum",
         "l2_regularization": "weight_decay",
         "mini_batch_size": "batch_size",
@@ -66,6 +68,8 @@ def training_keys(baseline: bool = False) -> dict[str, str]:
 def training_options(cfg: dict, data: DataBundle, device: str, seed: int, baseline: bool = False) -> TrainingOptions:
     """compress_network's (or the baseline's) TrainingOptions from ``cfg["finetune"]``."""
     fields = {field: cfg["finetune"][key] for field, key in training_keys(baseline).items()}
+    if not baseline:
+        fields["carry_optimizer_state"] = cfg["finetune"]["carry_optimizer_state"]
     return TrainingOptions(
         **fields,
         validation_data=data.val,

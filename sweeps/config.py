@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from prune_core import importance
-from prune_core.checks import fraction, non_negative_number, one_of, positive_int, positive_number, writable_folder
+from prune_core.checks import (
+    boolean,
+    fraction,
+    fraction_below_one,
+    non_negative_int,
+    non_negative_number,
+    one_of,
+    positive_int,
+    positive_number,
+    writable_folder,
+)
 from prune_core.models.registry import check_model_name
 from prune_core.options import LEARN_RATE_SCHEDULES, SOLVERS
 from sweeps.data import DATASETS
@@ -83,11 +93,6 @@ def _iterations(key: str, value: Any) -> None:
             raise ValueError(f"{err.args[0][:-1]} or 'auto'.") from None
 
 
-def _boolean(key: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{key}={value!r} is not allowed; use true or false.")
-
-
 def _choice(allowed: tuple[str, ...]) -> Callable[[str, Any], None]:
     return lambda key, value: one_of(key, value, allowed)
 
@@ -118,6 +123,10 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "finetune.learn_rate_schedule": _choice(LEARN_RATE_SCHEDULES),
     "finetune.learn_rate_drop_factor": fraction,
     "finetune.learn_rate_drop_period": positive_int,
+    "finetune.learn_rate_floor": non_negative_number,
+    "finetune.warmup_fraction": fraction_below_one,
+    "finetune.carry_optimizer_state": boolean,
+    "finetune.final_epochs": non_negative_int,
     "finetune.momentum": non_negative_number,
     "finetune.weight_decay": non_negative_number,
     "finetune.batch_size": positive_int,
@@ -128,11 +137,11 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "ray.gpus_per_trial": non_negative_number,
     "ray.num_cpus": _optional(positive_int),
     "ray.num_gpus": _non_negative_or_null,
-    "ray.allow_cpu_fallback": _boolean,
+    "ray.allow_cpu_fallback": boolean,
     "ray.max_concurrent_trials": positive_int,
     "ray.max_failures": lambda key, value: _check_int_at_least(key, value, -1),
     "tracking.experiment": _string,
-    "tracking.log_models": _boolean,
+    "tracking.log_models": boolean,
     "tracking.retry_seconds": positive_number,
     "sweep.mode": _choice(("max", "min")),
     "sweep.metric": _choice(("val_accuracy", "reduction", "learnables")),
@@ -150,6 +159,13 @@ def validate_values(cfg: dict) -> None:
         _check(key, get_path(cfg, key), check)
     if not isinstance(get_path(cfg, "finetune.device"), str):
         raise ConfigError(f"finetune.device={cfg['finetune']['device']!r} is not allowed; use auto, cpu or cuda.")
+    floor = cfg["finetune"]["learn_rate_floor"]
+    for key in ("learn_rate", "baseline_learn_rate"):
+        if floor > cfg["finetune"][key]:
+            raise ConfigError(
+                f"finetune.learn_rate_floor={floor!r} is above finetune.{key}={cfg['finetune'][key]!r}; "
+                f"use a floor in [0, finetune.{key}]."
+            )
     gpus = cfg["ray"]["gpus_per_trial"]
     if gpus > 1 and gpus != int(gpus):
         raise ConfigError(f"ray.gpus_per_trial={gpus!r} is not allowed; use a fraction <= 1 or a whole number.")

@@ -103,6 +103,7 @@ def run_trial(params: dict[str, Any], base: dict, data: DataBundle) -> None:
             channel_multiple=cfg["prune"]["channel_multiple"],
             group_reduction=cfg["prune"]["group_reduction"],
             validation_threshold=cfg["prune"]["validation_threshold"],
+            final_fine_tuning_epochs=cfg["finetune"]["final_epochs"],
             pruning_checkpoint_path=workdir / "pruning",
             verbosity_level="off",
             plots="pruning-progress",
@@ -198,7 +199,7 @@ def _record_result(
         "final_val_accuracy": val_accuracy,
         "final_macs": comparison.loc["pruned", "macs"],
         "final_latency_ms": comparison.loc["pruned", "latency_ms"],
-        "pruning_iterations": int(info.pruning_history["iteration"].max()),
+        "pruning_iterations": info.pruning_iterations,
     }
     tracking.log_metrics(uri, run_id, final)
     if cfg["tracking"]["log_models"]:

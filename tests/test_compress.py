@@ -12,9 +12,9 @@ from prune_core.compress import (
     GOAL_REACHED,
     MAX_COMPRESSION,
     THRESHOLD_EXCEEDED,
-    scored_fine_tuning_steps,
 )
 from prune_core.data import load_digits_tensors
+from prune_core.finetune import scored_fine_tuning_steps
 from prune_core.models import DigitsCNN
 from prune_core.train import train_network
 
@@ -258,7 +258,7 @@ def test_train_network_follows_the_schedule(digits):
         ("solver", "lbfgs"),
         ("mini_batch_size", -1),
         ("initial_learn_rate", -1),
-        ("learn_rate_schedule", "cosine"),
+        ("learn_rate_schedule", "linear"),
         ("learn_rate_drop_factor", 1.5),
         ("learn_rate_drop_period", 0),
     ],

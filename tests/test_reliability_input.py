@@ -30,7 +30,10 @@ FUZZ_POOL: dict[str, list] = {
     "prune.layers": ["all", "late_convs", "early_convs", "middle", "[features.0]", "[features.0,nope]", "[]"],
     "prune.validation_threshold": ["null", 0.5, -1, "high"],
     "finetune.learn_rate": [0.01, 0.1, -1, 0, "fast"],
-    "finetune.learn_rate_schedule": ["none", "piecewise", "cosine"],
+    "finetune.learn_rate_schedule": ["none", "piecewise", "cosine", "linear"],
+    "finetune.learn_rate_floor": [0.0, 0.001, -0.1, 5.0],
+    "finetune.warmup_fraction": [0.0, 0.2, 1.0, -0.5],
+    "finetune.final_epochs": [0, 1, -1, 1.5],
     "finetune.learn_rate_drop_period": [1, 0],
     "finetune.batch_size": [16, 64, 0, -5, 2.5],
     "finetune.solver": ["sgdm", "adam", "rmsprop", "lbfgs"],
@@ -92,6 +95,7 @@ def _run_like_a_trial(cfg: dict) -> None:
         layer_names=layers,
         criterion=cfg["prune"]["criterion"],
         group_reduction=cfg["prune"]["group_reduction"],
+        final_fine_tuning_epochs=min(cfg["finetune"]["final_epochs"], 1),
         verbosity_level="off",
     )
 
