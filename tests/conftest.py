@@ -1,5 +1,9 @@
 import pytest
 import torch
+import torch.nn.functional as F
+
+from prune_core.data import load_digits_tensors
+from prune_core.models import DigitsCNN
 
 
 def pytest_addoption(parser):
@@ -19,3 +23,24 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits: (x_train, y_train, x_val, y_val) tensors."""
+    return load_digits_tensors(seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained(digits):
+    """A DigitsCNN trained on the digits for 10 epochs (eval mode)."""
+    x_train, y_train, _, _ = digits
+    torch.manual_seed(0)
+    model = DigitsCNN(width=16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(10):
+        for idx in torch.randperm(len(y_train)).split(64):
+            opt.zero_grad()
+            F.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
+            opt.step()
+    return model.eval()

@@ -13,29 +13,9 @@ from prune_core.compress import (
     MAX_COMPRESSION,
     THRESHOLD_EXCEEDED,
 )
-from prune_core.data import load_digits_tensors
 from prune_core.finetune import scored_fine_tuning_steps
 from prune_core.models import DigitsCNN
 from prune_core.train import train_network
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits_tensors(seed=0)
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    x_train, y_train, _, _ = digits
-    torch.manual_seed(0)
-    model = DigitsCNN(width=16)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(10):
-        for idx in torch.randperm(len(y_train)).split(64):
-            opt.zero_grad()
-            F.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
-            opt.step()
-    return model.eval()
 
 
 def _accuracy(model, x, y):

@@ -8,31 +8,11 @@ import torch.nn.functional as F
 
 from prune_core import TaylorPrunableNetwork, TrainingOptions, compress_network
 from prune_core.compress import DIVERGED, GOAL_REACHED, MAX_COMPRESSION, THRESHOLD_EXCEEDED
-from prune_core.data import load_digits_tensors
 from prune_core.models import DigitsCNN, resnet20
 from prune_core.optimizer_state import carried_optimizer
 from prune_core.spaces import element_mask
 
 INIT, FLOOR = 0.02, 0.002
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits_tensors(seed=0)
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    x_train, y_train, _, _ = digits
-    torch.manual_seed(0)
-    model = DigitsCNN(width=8)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(5):
-        for idx in torch.randperm(len(y_train)).split(64):
-            opt.zero_grad()
-            F.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
-            opt.step()
-    return model.eval()
 
 
 def _options(digits, **kw) -> TrainingOptions:

@@ -57,7 +57,8 @@ def _check_sweep_record(uri: str, outcome, n_trials: int) -> None:
         assert data.params["prune.reduction_goal"] == "0.4" and "finetune.solver" in data.params
         assert data.tags["stop_reason"] and data.tags["ray.node_id"] and data.tags["pruned_layers"]
         steps = [m.step for m in client.get_metric_history(run_id, "learnables")]
-        assert steps == list(range(int(data.metrics["pruning_iterations"]) + 1))  # continuous, no duplicates
+        final_step = int(data.params["finetune.final_epochs"]) > 0  # the final fine-tuning's row comes last
+        assert steps == list(range(int(data.metrics["pruning_iterations"]) + 1 + final_step))  # no gaps or duplicates
         values = [m.value for m in client.get_metric_history(run_id, "learnables")]
         assert values == sorted(values, reverse=True) and values[-1] == data.metrics["final_learnables"]
         batches = [m.step for m in client.get_metric_history(run_id, "train_loss")]
@@ -76,6 +77,7 @@ def test_local_sweep_writes_parent_and_child_runs(tmp_path, local_ray):
         f"output_dir={tmp_path}",
         "+sweep.grid.prune.reduction_increment=[0.2,0.4]",
         "+sweep.grid.data.max_train_samples=[160,96]",  # 160: the sweep's data set; 96: the trial builds its own
+        "finetune.final_epochs=1",
     )
     outcome = run_sweep(cfg)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -87,6 +89,7 @@ def test_local_sweep_writes_parent_and_child_runs(tmp_path, local_ray):
         history = pd.DataFrame(table["data"], columns=table["columns"])
         first_epoch = history[(history["pruning_iteration"] == 1) & (history["epoch"] == history["epoch"].min())]
         assert len(first_epoch) == math.ceil(int(samples) / 32)  # batches of finetune.batch_size=32
+        assert (history["phase"] == "final").sum() == len(first_epoch)  # one epoch of final fine-tuning
     # the baseline was trained once and is reused (cached) by a second sweep with the same config
     assert len(list((tmp_path / "baselines").glob("*.pt"))) == 1
     assert (outcome.folder / "trials.csv").is_file() and (outcome.folder / "accuracy_vs_learnables.png").is_file()
