@@ -184,12 +184,33 @@ def sweep_figure(report: dict) -> Figure:
     return fig
 
 
+def recipes_figure(report: dict) -> Figure:
+    """Recipes: each arm's test accuracy per seed, and its gain over the first arm, paired by seed."""
+    arms = report["results"]["arms"]
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    acc_ax, gain_ax = fig.subplots(1, 2)
+    labels = [a["benchmark"].removesuffix("_anchor") + f"\n{a['fine_tuning_epochs']:.0f} epochs" for a in arms]
+    for i, a in enumerate(arms):
+        acc_ax.scatter([i] * len(a["accuracy"]), a["accuracy"], color="tab:blue", alpha=0.6, zorder=3)
+        acc_ax.errorbar([i], [a["accuracy_mean"]], [a["accuracy_std"]], fmt="_", ms=25, color="k", capsize=4)
+    gain_ax.bar(range(len(arms)), [a["paired_gain_mean"] for a in arms], yerr=[a["paired_gain_se"] for a in arms])
+    gain_ax.axhline(0, color="k", lw=0.8)
+    acc_ax.set(ylabel="Pruned test accuracy (%): seeds, mean +- std", title=report["benchmark"])
+    gain_ax.set(ylabel=f"Gain over {report['results']['reference']} (points, +- s.e.)")
+    for ax in (acc_ax, gain_ax):
+        ax.set_xticks(range(len(arms)), labels, fontsize="x-small", rotation=15)
+        ax.grid(True, axis="y")
+    return fig
+
+
 def figure_maker(benchmark: str) -> Callable[[dict], Figure] | None:
     """The figure function for a benchmark name, or None for one without a figure."""
     if benchmark.endswith(("_ablation", "_oneshot")):
         return criteria_figure
     if benchmark.endswith("_anchor"):
         return anchor_figure
+    if benchmark.endswith("_recipes"):
+        return recipes_figure
     prefixes = {
         "peer_torch_pruning": peer_figure,
         "scoring_overhead": scoring_figure,

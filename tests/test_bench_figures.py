@@ -75,3 +75,24 @@ def test_write_report_writes_the_figure_next_to_the_json(tmp_path):
 def test_a_benchmark_without_a_figure_is_reported_as_such(tmp_path):
     assert figures.save_figure({"benchmark": "something_else", "results": {}}, tmp_path / "x.png") is None
     assert not (tmp_path / "x.png").exists()
+
+
+def _anchor(name: str, accuracies: list[float], baselines=(90.0, 80.0), **budget) -> dict:
+    runs = [
+        {**run(seed, 0.5, "taylor", base, acc), "pruning_iterations": 3, "seconds": 1.0}
+        for seed, (base, acc) in enumerate(zip(baselines, accuracies, strict=True))
+    ]
+    return {"benchmark": name, "results": {"runs": runs, "budget": {"finetune_epochs": 2, **budget}}}
+
+
+def test_recipe_arms_are_paired_by_seed_against_the_reference():
+    from bench import recipes
+
+    reference = _anchor("x_anchor", [88.0, 76.0])
+    arm = recipes.arm(_anchor("x_cos_final4_anchor", [88.5, 79.0], final_epochs=4), reference)
+    assert arm["paired_gain_mean"] == pytest.approx(1.75) and arm["seeds_ahead"] == 2
+    assert arm["paired_gain_se"] == pytest.approx(math.sqrt(2 * 1.25**2) / math.sqrt(2))
+    assert arm["fine_tuning_epochs"] == 2 * 3 + 4 and arm["drop_mean"] == pytest.approx((1.5 + 1.0) / 2)
+    assert figures.recipes_figure({"benchmark": "x_recipes", "results": {"reference": "x_anchor", "arms": [arm]}})
+    with pytest.raises(SystemExit, match="not the same seeds and baselines"):
+        recipes.arm(_anchor("y_anchor", [88.0, 76.0], baselines=(90.0, 81.0)), reference)

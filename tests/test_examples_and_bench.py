@@ -67,6 +67,16 @@ def test_mnist1d_benchmark_smoke():
     assert results["summary"]["runs"] == 1
 
 
+def test_recipe_flags_reach_the_engine_and_name_the_report():
+    from bench import mnist1d
+
+    results = mnist1d.main(["anchor", "--smoke", "--schedule", "cosine", "--final-epochs", "2", "--carry"])
+    budget, run = results["budget"], results["runs"][0]
+    assert budget["name"] == "mnist1d_cos_final2_carry"
+    assert (budget["finetune_schedule"], budget["final_epochs"], budget["carry_optimizer_state"]) == ("cosine", 2, True)
+    assert {"val_accuracy_after_loop", "val_accuracy_final"} <= set(run)
+
+
 def test_ablation_runs_only_the_criteria_asked_for():
     from bench import mnist1d
 
