@@ -129,7 +129,8 @@ def final_tune(task: Task, seed: int, model: nn.Module) -> None:
     """compress_network's final fine-tuning, for a peer's pruned network: ``task.final_epochs`` of
     cosine-annealed training from the fine-tuning learn rate to 0, in place."""
     if task.final_epochs:
-        options = finetune_options(task, seed, learn_rate_schedule="cosine", max_epochs=task.final_epochs)
+        learn_rate, epochs = task.finetune_learn_rate, task.final_epochs
+        options = training_options(task, seed, learn_rate, epochs, learn_rate_schedule="cosine")
         train_network(model, task.splits()[0], "crossentropy", options)
 
 

@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--goal", type=float, default=0.7, help="learnables reduction goal in (0, 1]")
     parser.add_argument("--increment", type=float, default=0.1, help="learnables removed per pruning iteration")
     parser.add_argument("--baseline-epochs", type=int, default=10)
+    parser.add_argument("--final-epochs", type=int, default=2, help="final fine-tuning epochs after the loop")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -31,9 +32,11 @@ def main(argv: list[str] | None = None) -> None:
         initial_learn_rate=0.05, mini_batch_size=64, max_epochs=args.baseline_epochs, device="cpu", seed=args.seed
     )
     train_network(model, (x_train, y_train), "crossentropy", baseline_options)
-    options = TrainingOptions(
+    options = TrainingOptions(  # the recommended recipe (README): cosine per iteration, optimizer state kept
         mini_batch_size=64,
         initial_learn_rate=0.01,
+        learn_rate_schedule="cosine",
+        carry_optimizer_state=True,
         validation_data=(x_val, y_val),
         validation_frequency=20,
         device="cpu",
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         options,
         learnables_reduction_goal=args.goal,
         learnables_reduction_increment=args.increment,
+        final_fine_tuning_epochs=args.final_epochs,
         verbosity_level="pruning",
     )
     after = evaluate(pruned, val_loader, loss, ["accuracy"], torch.device("cpu"))
