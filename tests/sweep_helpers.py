@@ -27,6 +27,13 @@ TINY = [
 ]
 
 
+def iteration_steps(run) -> list[int]:
+    """The MLflow steps of a finished trial run's per-iteration metrics: the baseline (0), every
+    pruning iteration, and the final fine-tuning's row when ``finetune.final_epochs`` > 0."""
+    final = int(run.data.params["finetune.final_epochs"]) > 0
+    return list(range(int(run.data.metrics["pruning_iterations"]) + 1 + final))
+
+
 def compose_config(*overrides: str) -> dict:
     """The resolved config ``prune-sweep`` would run with these overrides."""
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):

@@ -17,7 +17,15 @@ from prune_core import TrainingOptions, compress_network
 from prune_core.data import load_digits_tensors
 from prune_core.models import DigitsCNN
 
-from .sweep_helpers import TINY, free_port, prune_sweep, start_mlflow_server, stop_mlflow_server, trial_runs
+from .sweep_helpers import (
+    TINY,
+    free_port,
+    iteration_steps,
+    prune_sweep,
+    start_mlflow_server,
+    stop_mlflow_server,
+    trial_runs,
+)
 
 SLOW_TRIAL = [  # one trial of about six pruning iterations, a few seconds each
     *TINY,
@@ -54,7 +62,7 @@ def _assert_one_continuous_run(uri: str) -> dict:
     run, client = runs[0], MlflowClient(uri)
     assert run.info.status == "FINISHED" and run.data.tags["stop_reason"] == "Learnables reduction goal reached."
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "learnables")]
-    assert steps == list(range(int(run.data.metrics["pruning_iterations"]) + 1))
+    assert steps == iteration_steps(run)
     batches = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
     assert batches == list(range(1, len(batches) + 1))  # every mini-batch once
     return {"iterations": steps[-1], "batches": len(batches)}

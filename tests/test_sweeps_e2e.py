@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from sweeps.config import ConfigError
 from sweeps.runner import run_sweep
 
-from .sweep_helpers import TINY, compose_config, free_port, start_mlflow_server, stop_mlflow_server
+from .sweep_helpers import TINY, compose_config, free_port, iteration_steps, start_mlflow_server, stop_mlflow_server
 
 ARTIFACTS = {
     "pruning_history.json",
@@ -57,8 +57,7 @@ def _check_sweep_record(uri: str, outcome, n_trials: int) -> None:
         assert data.params["prune.reduction_goal"] == "0.4" and "finetune.solver" in data.params
         assert data.tags["stop_reason"] and data.tags["ray.node_id"] and data.tags["pruned_layers"]
         steps = [m.step for m in client.get_metric_history(run_id, "learnables")]
-        final_step = int(data.params["finetune.final_epochs"]) > 0  # the final fine-tuning's row comes last
-        assert steps == list(range(int(data.metrics["pruning_iterations"]) + 1 + final_step))  # no gaps or duplicates
+        assert steps == iteration_steps(run)  # no gaps or duplicates; the final fine-tuning's row comes last
         values = [m.value for m in client.get_metric_history(run_id, "learnables")]
         assert values == sorted(values, reverse=True) and values[-1] == data.metrics["final_learnables"]
         batches = [m.step for m in client.get_metric_history(run_id, "train_loss")]
@@ -77,7 +76,7 @@ def test_local_sweep_writes_parent_and_child_runs(tmp_path, local_ray):
         f"output_dir={tmp_path}",
         "+sweep.grid.prune.reduction_increment=[0.2,0.4]",
         "+sweep.grid.data.max_train_samples=[160,96]",  # 160: the sweep's data set; 96: the trial builds its own
-        "finetune.final_epochs=1",
+        "finetune.final_epochs=1",  # one epoch (the default is 2): checked against the batch count below
     )
     outcome = run_sweep(cfg)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
