@@ -32,11 +32,10 @@ def main(argv: list[str] | None = None) -> None:
         initial_learn_rate=0.05, mini_batch_size=64, max_epochs=args.baseline_epochs, device="cpu", seed=args.seed
     )
     train_network(model, (x_train, y_train), "crossentropy", baseline_options)
-    options = TrainingOptions(  # the recommended recipe (README): cosine per iteration, optimizer state kept
+    options = TrainingOptions(  # the recommended recipe (README): cosine per iteration, then --final-epochs
         mini_batch_size=64,
         initial_learn_rate=0.01,
         learn_rate_schedule="cosine",
-        carry_optimizer_state=True,
         validation_data=(x_val, y_val),
         validation_frequency=20,
         device="cpu",
