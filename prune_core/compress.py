@@ -112,6 +112,7 @@ def compress_network(
     log = Printer(verbosity_level, options.verbose_frequency)
     loop = _Loop(
         record=record,
+        example=example,
         tuner=FineTuner(train_loader, val_loader, loss, options, options.resolved_device(), RunState(), log),
         goal=learnables_reduction_goal,
         increment=learnables_reduction_increment,
@@ -194,6 +195,7 @@ class _Loop:
     def __init__(
         self,
         record: TaylorPrunableNetwork,
+        example: torch.Tensor,
         tuner: FineTuner,
         goal: float | None,
         increment: float,
@@ -205,7 +207,7 @@ class _Loop:
     ) -> None:
         self.record, self.tuner, self.state, self.log = record, tuner, tuner.state, tuner.log
         self.options, self.device = tuner.options, tuner.device
-        self.device_example = next(iter(tuner.loader))[0][:1].to(self.device)  # traces the compacted networks
+        self.device_example = example.to(self.device)  # traces the compacted networks
         self.original = record.learnables
         self.max_reduction = 1.0 - record.minimum_learnables() / self.original
         self.explicit_goal = goal is not None

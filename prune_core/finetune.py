@@ -90,7 +90,7 @@ class FineTuner:
         """A validation row every ``options.validation_frequency`` mini-batches."""
         if self.val_loader is None or self.state.global_step % self.options.validation_frequency:
             return
-        val = evaluate(pnet, self.val_loader, self.loss, self.options.metrics, self.device)
+        val = self.validate(pnet)
         self.state.validation_rows.append(
             {
                 "iteration": self.state.global_step,
