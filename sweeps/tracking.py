@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -162,7 +163,10 @@ def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
 
 
 def log_model(model: Any, example: Any, name: str) -> None:
-    """``mlflow.pytorch.log_model`` into the active run, with signature and input example.
+    """``mlflow.pytorch.log_model`` into the active run, with signature and input example, and
+    prune_core's own file as an extra file, so that ``prune_core.load_pruned("runs:/<id>/<name>")``
+    returns a network that can be trained further (MLflow's loader gives torch.export's
+    inference-only module).
 
     The requirements are given (torch only) so MLflow skips its slow requirement inference.
     """
@@ -170,17 +174,22 @@ def log_model(model: Any, example: Any, name: str) -> None:
     import torch
     from mlflow.models import infer_signature
 
+    from prune_core.io import MLFLOW_FILE, save_pruned
+
     model.eval()
     with torch.no_grad():
         signature = infer_signature(example.numpy(), model(example).numpy())
-    with_retries(
-        mlflow.pytorch.log_model,
-        model,
-        name=name,
-        signature=signature,
-        input_example=example.numpy(),
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        own_file = save_pruned(model, Path(folder) / MLFLOW_FILE, example)
+        with_retries(
+            mlflow.pytorch.log_model,
+            model,
+            name=name,
+            signature=signature,
+            input_example=example.numpy(),
+            extra_files=[str(own_file)],
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
 
 
 def log_table(uri: str, run_id: str, table: pd.DataFrame, artifact_file: str) -> None:

@@ -22,7 +22,8 @@ def test_round_trip_in_fresh_process(tmp_path):
     script = (
         "import sys, torch; from prune_core.io import load_pruned; d = sys.argv[1]; "
         "m = load_pruned(d + '/pruned.pt2'); x = torch.load(d + '/x.pt', weights_only=True); "
-        "torch.save(m(x), d + '/actual.pt'); assert m(x[:3]).shape == (3, 10)"
+        "torch.save(m(x), d + '/actual.pt'); assert m(x[:3]).shape == (3, 10); "
+        "m.train(); m(x).sum().backward(); assert m.training and m.eval() is m and not m.training"
     )
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=120)
     actual = torch.load(tmp_path / "actual.pt", weights_only=True)
