@@ -116,11 +116,18 @@ def evaluate(model: nn.Module, loader: DataLoader, loss: LossFn, metrics: list[s
     return result
 
 
-def train_network(model: nn.Module, train_data: Any, loss_fn: str | LossFn, options: TrainingOptions) -> nn.Module:
+def train_network(
+    model: nn.Module,
+    train_data: Any,
+    loss_fn: str | LossFn,
+    options: TrainingOptions,
+    on_epoch_end: Callable[[int, float], None] | None = None,
+) -> nn.Module:
     """Plain supervised training of ``model`` in place for ``options.max_epochs`` (e.g. a baseline,
     or retraining the pruned network), with the options' learn-rate schedule.
 
-    Non-finite loss raises ``FloatingPointError``. Returns the model, in eval mode.
+    ``on_epoch_end(epoch, mean_loss)`` is called after each epoch (epochs count from 0). Non-finite
+    loss raises ``FloatingPointError``. Returns the model, in eval mode.
     """
     device = options.resolved_device()
     if options.seed is not None:
@@ -129,7 +136,8 @@ def train_network(model: nn.Module, train_data: Any, loss_fn: str | LossFn, opti
     model.to(device).train()
     optimizer = make_optimizer(model.parameters(), options)
     scheduler = make_scheduler(optimizer, run_factor(options, len(loader)))
-    for _ in range(options.max_epochs):
+    for epoch in range(options.max_epochs):
+        total = torch.zeros((), device=device)
         for inputs, targets in loader:
             optimizer.zero_grad()
             value = loss(model(inputs.to(device)), targets.to(device))
@@ -138,4 +146,7 @@ def train_network(model: nn.Module, train_data: Any, loss_fn: str | LossFn, opti
             value.backward()
             optimizer.step()
             scheduler.step()
+            total += value.detach()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, total.item() / max(1, len(loader)))
     return model.eval()

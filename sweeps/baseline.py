@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +38,13 @@ def baseline_key(cfg: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def prepare_baseline(cfg: dict, data: DataBundle, folder: Path, device: str) -> Baseline:
-    """Load the cached baseline for ``cfg``, or train (or load ``model.checkpoint``) and cache it."""
+def prepare_baseline(
+    cfg: dict, data: DataBundle, folder: Path, device: str, on_epoch_end: Callable[[int, float], None] | None = None
+) -> Baseline:
+    """Load the cached baseline for ``cfg``, or train (or load ``model.checkpoint``) and cache it.
+
+    ``on_epoch_end(epoch, mean_loss)`` follows the training (see ``train_network``).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     key = baseline_key(cfg)
     weights, meta = folder / f"{key}.pt", folder / f"{key}.json"
@@ -52,7 +58,7 @@ def prepare_baseline(cfg: dict, data: DataBundle, folder: Path, device: str) -> 
         load_weights(model, str(Path(cfg["model"]["checkpoint"]).expanduser()))
     else:
         try:
-            train_network(model, data.train, "crossentropy", options)
+            train_network(model, data.train, "crossentropy", options, on_epoch_end)
         except FloatingPointError as err:
             raise ConfigError(
                 f"the baseline's training diverged ({err}) at finetune.baseline_learn_rate="

@@ -5,15 +5,27 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeps.config import ConfigError
+from sweeps.overrides import check_command_line
 from sweeps.tracking import TrackingUnavailable
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+def _config_dir() -> str:
+    """The Hydra config: the repository's top-level ``conf/``, installed as the package data ``sweeps/conf`` by
+    a wheel (pyproject.toml maps package ``sweeps.conf`` to ``conf``). Editable installs and source checkouts
+    read ``conf/`` next to ``sweeps/`` (setuptools' editable finder cannot import the mapped data package)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "conf"
+    return str(installed if (installed / "config.yaml").is_file() else here.parent / "conf")
+
+
+CONFIG_DIR = _config_dir()
 
 
 def _plain(cfg: DictConfig) -> dict:
@@ -26,17 +38,9 @@ def _plain(cfg: DictConfig) -> dict:
 
 
 def _print_outcome(outcome) -> None:
-    import pandas as pd
+    from sweeps.console import print_outcome
 
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40):
-        print("\nTrials:")
-        print(outcome.table.drop(columns=["run_id"]).to_string(index=False))
-        print("\nPareto front (fewest learnables for the accuracy):")
-        print(outcome.front[["trial", "learnables", "reduction", "val_accuracy"]].to_string(index=False))
-    uri = outcome.tracking_uri
-    command = f"open {uri}" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1"
-    print(f"\nSweep folder: {outcome.folder}")
-    print(f"MLflow: {command}")
+    print_outcome(outcome)
     if outcome.failed_trials:
         print(
             f"{outcome.failed_trials} trial(s) failed; finish them with: prune-sweep resume={outcome.folder}",
@@ -45,20 +49,34 @@ def _print_outcome(outcome) -> None:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def _run(cfg: DictConfig) -> None:
     from sweeps.runner import run_sweep
 
     try:
         outcome = run_sweep(_plain(cfg))
-    except (ConfigError, TrackingUnavailable) as err:  # user or environment errors: one paragraph, no traceback
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        invalid = isinstance(err, ConfigError)
-        print(f"prune-sweep: {'invalid configuration: ' if invalid else ''}{err}", file=sys.stderr)
-        sys.exit(2 if invalid else 3)
+    except (ConfigError, TrackingUnavailable) as err:
+        _fail(err)
     _print_outcome(outcome)
     if outcome.failed_trials:
         sys.exit(1)
+
+
+def _fail(err: ConfigError | TrackingUnavailable) -> NoReturn:
+    """A user or environment error: one paragraph, no traceback, exit 2 or 3 (HYDRA_FULL_ERROR=1 raises it)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise err
+    invalid = isinstance(err, ConfigError)
+    print(f"prune-sweep: {'invalid configuration: ' if invalid else ''}{err}", file=sys.stderr)
+    sys.exit(2 if invalid else 3)
+
+
+def main() -> None:
+    """``prune-sweep``: the command line is checked (one paragraph, exit 2, before any work), then Hydra runs it."""
+    try:
+        check_command_line(sys.argv[1:], _run, CONFIG_DIR)
+    except ConfigError as err:
+        _fail(err)
+    _run()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -27,11 +28,14 @@ def connect_ray(cfg: dict) -> dict[str, float]:
     else:
         if address:
             check_address(address)
+        quiet = {"log_to_driver": cfg["verbose"], "logging_level": logging.INFO if cfg["verbose"] else logging.ERROR}
         try:
             if address:
-                ray.init(address=address, runtime_env={"env_vars": dict(_TRIAL_ENV)}, log_to_driver=True)
+                ray.init(address=address, runtime_env={"env_vars": dict(_TRIAL_ENV)}, **quiet)
             else:  # its workers inherit _TRIAL_ENV from this process; a runtime_env would cost fresh workers
-                ray.init(num_cpus=cfg["ray"]["num_cpus"], num_gpus=cfg["ray"]["num_gpus"], include_dashboard=False)
+                ray.init(
+                    num_cpus=cfg["ray"]["num_cpus"], num_gpus=cfg["ray"]["num_gpus"], include_dashboard=False, **quiet
+                )
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise ConfigError(
                 f"ray.address={address!r} could not be reached ({str(err).splitlines()[0]}); start the cluster "

@@ -8,6 +8,7 @@ accepts exactly what ``compress_network`` accepts.
 from __future__ import annotations
 
 import copy
+import difflib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,41 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def dotted_keys(cfg: dict, prefix: str = "") -> set[str]:
+    """Every key of ``cfg``, inner ones included: ``{"prune": {"layers": "all"}}`` -> ``{"prune", "prune.layers"}``."""
+    keys: set[str] = set()
+    for key, value in cfg.items():
+        keys.add(f"{prefix}{key}")
+        if isinstance(value, dict):
+            keys |= dotted_keys(value, f"{prefix}{key}.")
+    return keys
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """``"did you mean a or b? "`` for the (at most two) choices closest to ``word``; ``""`` when none is close."""
+    close = difflib.get_close_matches(word, choices, n=2, cutoff=0.8)
+    return f"did you mean {' or '.join(close)}? " if close else ""
+
+
+def unknown_key(key: str, known: set[str]) -> str:
+    """Why ``key`` (not in ``known``) is wrong: the closest known keys and the keys next to where it would be."""
+    hint = did_you_mean(key, sorted(known))
+    parent = key.rpartition(".")[0]
+    while parent and parent not in known:
+        parent = parent.rpartition(".")[0]
+    siblings = sorted(k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent)
+    where = f"under {parent}" if parent else "at the top level"
+    return f"{key} is not a config key; {hint}keys {where}: {', '.join(siblings)}."
+
+
+def _value_label(cfg: dict, key: str, value: Any) -> str:
+    """How an error names ``key``'s ``value``: ``key=value``, or as a value of its axis when the sweep grid has one."""
+    grid = (cfg.get("sweep") or {}).get("grid")
+    if isinstance(grid, dict) and key in flatten(grid):
+        return f"sweep.grid.{key} value {value!r} (grid axis)"
+    return f"{key}={value!r}"
+
+
 def _check(key: str, value: Any, check: Callable[[str, Any], None]) -> None:
     try:
         check(key, value)
@@ -109,6 +145,7 @@ def _string(key: str, value: Any) -> None:
 
 RULES: dict[str, Callable[[str, Any], None]] = {
     "name": _string,
+    "verbose": boolean,
     "model.name": check_model_name,
     "data.name": _choice(DATASETS),
     "prune.reduction_goal": _optional(fraction),
@@ -172,9 +209,15 @@ def validate_values(cfg: dict) -> None:
     seeds = get_path(cfg, "sweep.seeds")
     if not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
         raise ConfigError(f"sweep.seeds={seeds!r} is not allowed; use a non-empty list of integers, e.g. [0, 1, 2].")
+    _check_grid(cfg)
+
+
+def _check_grid(cfg: dict) -> None:
+    """``sweep.grid``: a non-empty list of values per existing prune/finetune/model/data key, each value allowed."""
     grid = get_path(cfg, "sweep.grid")
     if not isinstance(grid, dict):
         raise ConfigError(f"sweep.grid={grid!r} is not allowed; use a mapping of config keys to lists of values.")
+    known = {key for key in dotted_keys(cfg) if key.split(".")[0] != "sweep"}
     for key, values in flatten(grid).items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"sweep.grid.{key}={values!r} is not allowed; use a non-empty list of values.")
@@ -182,7 +225,21 @@ def validate_values(cfg: dict) -> None:
             raise ConfigError(
                 f"sweep.grid key {key!r} is not allowed; grid keys are prune.*, finetune.*, model.* or data.* keys."
             )
-        get_path(cfg, key)
+        if key not in known:
+            raise ConfigError(f"sweep.grid.{key}: {unknown_key(key, known)}")
+        if key in RULES:
+            _check_axis(cfg, key, values)
+
+
+def _check_axis(cfg: dict, key: str, values: list) -> None:
+    """Each value of the grid axis ``key``; the error names it as a grid value."""
+    for value in values:
+        try:
+            RULES[key](key, value)
+        except ValueError as err:
+            message, plain = str(err), f"{key}={value!r}"
+            reason = message.removeprefix(plain) if message.startswith(plain) else f": {message}"
+            raise ConfigError(f"{_value_label(cfg, key, value)}{reason}") from None
 
 
 def check_output_folders(cfg: dict) -> None:
@@ -211,19 +268,20 @@ def layer_names_for(cfg: dict, prunable: list[str]) -> list[str] | None:
     early, late = GENERIC_SUBSETS
     subsets.setdefault(early, prunable[:half])
     subsets.setdefault(late, prunable[half:] or prunable[-1:])
+    label = _value_label(cfg, "prune.layers", layers)
     if isinstance(layers, str):
         if layers not in subsets:
             raise ConfigError(
-                f"prune.layers={layers!r} is not a layer subset of model {cfg['model']['name']!r}; "
+                f"{label} is not a layer subset of model {cfg['model']['name']!r}; "
                 f"use all, one of {sorted(subsets)}, or a list of conv names from {prunable}."
             )
         layers = subsets[layers]
     if not isinstance(layers, list) or not layers:
-        raise ConfigError(f"prune.layers={layers!r} is not allowed; use all, a subset name or a list of conv names.")
+        raise ConfigError(f"{label} is not allowed; use all, a subset name or a list of conv names.")
     unknown = [name for name in layers if name not in prunable]
     if unknown:
         raise ConfigError(
-            f"prune.layers names {unknown}, which are not prunable convs of model {cfg['model']['name']!r}; "
+            f"{label} names {unknown}, which are not prunable convs of model {cfg['model']['name']!r}; "
             f"valid conv names: {prunable}."
         )
     return list(layers)

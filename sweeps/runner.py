@@ -22,12 +22,13 @@ from sweeps.baseline import prepare_baseline
 from sweeps.build import check_fit, example_batch, load_weights, make_model
 from sweeps.cluster import connect_ray, trial_resources
 from sweeps.config import ConfigError, check_output_folders, flatten, layer_names_for, validate_values
+from sweeps.console import BaselineProgress, TrialProgress, console, quiet_libraries, tune_callback
 from sweeps.data import DataBundle, build_data
-from sweeps.report import RESULT_COLUMNS, accuracy_vs_learnables_figure, pareto_front
+from sweeps.report import RESULT_COLUMNS, accuracy_vs_learnables_figure, pareto_front, sort_trials
 from sweeps.space import grid_points, param_space, trial_config
 from sweeps.trial import run_trial
 
-CONFIG_FILE, TUNE_FOLDER = "sweep_config.json", "tune"
+CONFIG_FILE, TUNE_FOLDER, BEST_MODEL_FILE = "sweep_config.json", "tune", "best_pruned.pt2"
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,15 @@ class SweepOutcome:
     folder: Path
     parent_run_id: str
     tracking_uri: str
+    experiment_id: str
+    metric: str
     table: pd.DataFrame
     front: pd.DataFrame
     failed_trials: int
+    best_model_uri: str | None
+    """The pruned model of the table's first row, when models are logged."""
+    best_model_file: Path | None
+    """Its prune_core file, copied into the sweep folder (``prune_core.load_pruned`` reads either)."""
 
 
 def validate(cfg: dict) -> DataBundle:
@@ -86,12 +93,13 @@ def find_sweep(cfg: dict) -> Path:
 
 def run_sweep(cfg: dict) -> SweepOutcome:
     """Run (or, with ``cfg["resume"]``, finish) a sweep; returns its table and Pareto front."""
+    quiet_libraries(cfg["verbose"])
     if cfg.get("resume"):
         folder = find_sweep(cfg)
-        base = json.loads((folder / CONFIG_FILE).read_text())
+        base = {**json.loads((folder / CONFIG_FILE).read_text()), "verbose": cfg["verbose"]}  # this run's choice
         tracking.configure_retries(base["tracking"].get("retry_seconds", 120))
         tracking.check_reachable(base["_sweep"]["tracking_uri"])
-        print(f"Resuming sweep {folder}", flush=True)
+        console.print(f"Resuming sweep {folder}")
         resources = connect_ray(base)
         data = build_data(base["data"])
     else:
@@ -113,12 +121,12 @@ def _start(cfg: dict, data: DataBundle, output_dir: Path, uri: str) -> tuple[dic
     device = cfg["finetune"]["device"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"Baseline: {cfg['model']['name']} on {cfg['data']['name']} ...", flush=True)
-    baseline = prepare_baseline(cfg, data, output_dir / "baselines", device)
-    print(
+    console.print(f"Baseline: {cfg['model']['name']} on {cfg['data']['name']}, {device}")
+    with BaselineProgress(cfg["finetune"]["baseline_epochs"]) as progress:
+        baseline = prepare_baseline(cfg, data, output_dir / "baselines", device, progress.epoch_done)
+    console.print(
         f"Baseline: {baseline.learnables} learnables, val accuracy {baseline.metrics['accuracy']:.2f}%"
-        + (" (cached)" if baseline.cached else ""),
-        flush=True,
+        + (" (cached)" if baseline.cached else "")
     )
     experiment = tracking.experiment_id(uri, cfg["tracking"]["experiment"], output_dir / "mlartifacts")
     parent = _parent_run(cfg, uri, experiment, sweep_id, baseline, data)
@@ -170,6 +178,7 @@ def _run_trials(base: dict, folder: Path, resources: dict[str, float], data: Dat
     from ray import tune
 
     storage = Path(base["ray"]["storage_path"] or folder / "ray").expanduser().resolve()
+    progress = TrialProgress(len(grid_points(base)))
     trainable = tune.with_parameters(run_trial, base=base, data=data)
     trainable = tune.with_resources(trainable, trial_resources(base, resources))
     tune_path = storage / TUNE_FOLDER
@@ -185,10 +194,15 @@ def _run_trials(base: dict, folder: Path, resources: dict[str, float], data: Dat
                 storage_path=str(storage),
                 failure_config=tune.FailureConfig(max_failures=base["ray"]["max_failures"]),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                verbose=1,
+                verbose=2 if base["verbose"] else 0,
+                callbacks=[tune_callback(progress)],
             ),
         )
-    results = tuner.fit()
+    progress.start()
+    try:
+        results = tuner.fit()
+    finally:
+        progress.stop()
     failed = sum(1 for result in results if result.error is not None)
     try:
         return _summarize(base, folder, failed)
@@ -214,7 +228,7 @@ def _summarize(base: dict, folder: Path, failed: int) -> SweepOutcome:
     keys = [*flatten(base["sweep"]["grid"]), "seed"]
     rows = [_table_row(run, keys) for run in runs if "final_learnables" in run.data.metrics]
     table = pd.DataFrame(rows, columns=["trial", *keys, *RESULT_COLUMNS])
-    table = table.sort_values(base["sweep"]["metric"], ascending=base["sweep"]["mode"] == "min", ignore_index=True)
+    table = sort_trials(table, base["sweep"]["metric"], base["sweep"]["mode"])
     front = pareto_front(table) if len(table) else table
     client = mlflow.MlflowClient(uri)
     if len(table):
@@ -227,7 +241,12 @@ def _summarize(base: dict, folder: Path, failed: int) -> SweepOutcome:
         tracking.with_retries(client.log_figure, parent, figure, "accuracy_vs_learnables.png")
     tracking.log_metrics(uri, parent, {"trials_finished": len(table), "trials_failed": failed})
     tracking.with_retries(client.set_terminated, parent, "FINISHED" if not failed else "FAILED")
-    return SweepOutcome(folder, parent, uri, table, front, failed)
+    best, best_file = None, None
+    if len(table) and base["tracking"]["log_models"]:
+        best = f"runs:/{table['run_id'].iloc[0]}/pruned_model"
+        best_file = tracking.download_pruned(uri, best, folder / BEST_MODEL_FILE)
+    metric = base["sweep"]["metric"]
+    return SweepOutcome(folder, parent, uri, sweep["experiment_id"], metric, table, front, failed, best, best_file)
 
 
 def _table_row(run: Any, keys: list[str]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 import urllib.error
@@ -17,6 +18,7 @@ from sweeps.config import ConfigError
 
 T = TypeVar("T")
 SWEEP_TAG, TRIAL_TAG = "prune_sweep.sweep_id", "prune_sweep.trial_id"
+EXPERIMENT_KIND = "mlflow.experimentKind"
 TRANSIENT_ERROR_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED", "REQUEST_LIMIT_EXCEEDED"}
 _retry = {"seconds": 120.0}
 
@@ -98,7 +100,10 @@ def with_retries(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def experiment_id(uri: str, name: str, artifact_root: Path | None) -> str:
-    """The experiment's id, created on first use (artifacts under ``artifact_root`` for local stores)."""
+    """The experiment's id, created on first use (artifacts under ``artifact_root`` for local stores).
+
+    It is tagged as model development, so MLflow's UI opens it on its runs, not on the GenAI overview.
+    """
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
@@ -108,7 +113,8 @@ def experiment_id(uri: str, name: str, artifact_root: Path | None) -> str:
     location = None
     if artifact_root is not None and not uri.startswith(("http://", "https://")):
         location = (artifact_root / name).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    kind = {EXPERIMENT_KIND: "custom_model_development"}
+    return client.create_experiment(name, artifact_location=location, tags=kind)
 
 
 def find_run(uri: str, experiment: str, tags: dict[str, str]) -> str | None:
@@ -190,6 +196,23 @@ def log_model(model: Any, example: Any, name: str) -> None:
             extra_files=[str(own_file)],
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
+
+
+def download_pruned(uri: str, model_uri: str, path: Path) -> Path:
+    """Copy the prune_core file of the MLflow model ``model_uri`` to ``path``."""
+    import mlflow.artifacts
+
+    from prune_core.io import MLFLOW_FILE
+
+    with tempfile.TemporaryDirectory() as folder:
+        downloaded = with_retries(
+            mlflow.artifacts.download_artifacts,
+            artifact_uri=f"{model_uri}/extra_files/{MLFLOW_FILE}",
+            dst_path=folder,
+            tracking_uri=uri,
+        )
+        shutil.copyfile(downloaded, path)
+    return path
 
 
 def log_table(uri: str, run_id: str, table: pd.DataFrame, artifact_file: str) -> None:

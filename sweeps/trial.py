@@ -20,6 +20,7 @@ from prune_core.analysis import analyze_network
 from sweeps import tracking
 from sweeps.build import example_batch, make_model, training_options
 from sweeps.config import ConfigError, flatten, layer_names_for
+from sweeps.console import quiet_libraries
 from sweeps.data import DataBundle, build_data
 from sweeps.space import trial_config
 
@@ -61,6 +62,7 @@ def run_trial(params: dict[str, Any], base: dict, data: DataBundle) -> None:
     uri, trial_id = sweep["tracking_uri"], tune.get_context().get_trial_id()
     mlflow.set_tracking_uri(uri)
     tracking.configure_retries(cfg["tracking"]["retry_seconds"])
+    quiet_libraries(cfg["verbose"])
     torch.set_num_threads(max(1, int(cfg["ray"]["cpus_per_trial"])))
     device = trial_device(cfg)
     if cfg["data"] != base["data"]:

@@ -9,12 +9,12 @@ from sweeps.space import flatten, grid_points, trial_config
 from .sweep_helpers import compose_config, prune_sweep
 
 
-def test_default_config_is_a_grid_of_eight_valid_trials():
+def test_default_config_is_a_grid_of_six_valid_trials():
     cfg = compose_config()
     validate(cfg)
     points = grid_points(cfg)
-    assert len(points) == 8
-    assert {p["prune.layers"] for p in points} == {"all", "late_convs"}
+    assert len(points) == 6
+    assert {p["prune.reduction_goal"] for p in points} == {0.6, 0.97, 0.99}
     trial = trial_config(cfg, points[-1])
     assert trial["prune"]["reduction_increment"] == points[-1]["prune.reduction_increment"]
     assert trial["seed"] == 0
@@ -24,7 +24,7 @@ def test_default_config_is_a_grid_of_eight_valid_trials():
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("prune.reduction_goal=1.5", "prune.reduction_goal"),
+        ("sweep=single prune.reduction_goal=1.5", "prune.reduction_goal"),
         ("prune.reduction_increment=0", "prune.reduction_increment"),
         ("prune.importance_iterations=-3", "prune.importance_iterations"),
         ("prune.importance_iterations=often", "prune.importance_iterations"),
@@ -85,22 +85,22 @@ def test_missing_data_folder_is_rejected():
 
 
 def test_cli_reports_bad_input_in_one_paragraph_without_traceback(tmp_path):
-    result = prune_sweep("prune.reduction_goal=2", f"output_dir={tmp_path}", cwd=tmp_path, timeout=120)
+    result = prune_sweep("sweep=single", "prune.reduction_goal=2", f"output_dir={tmp_path}", cwd=tmp_path, timeout=120)
     assert result.returncode == 2
     assert "prune.reduction_goal=2" in result.stderr and "(0, 1]" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert list(tmp_path.iterdir()) == []  # no sweep folder, database or Hydra log
 
 
-def test_cli_unknown_config_group_option_is_a_hydra_error(tmp_path):
+def test_cli_unknown_config_group_option_is_a_config_error(tmp_path):
     result = prune_sweep("model=nope", cwd=tmp_path, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "nope" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_validation_rejects_every_grid_point_before_running():
-    cfg = compose_config("+sweep.grid.prune.reduction_goal=[0.5,1.2]")
-    with pytest.raises(ConfigError, match="prune.reduction_goal=1.2"):
+    cfg = compose_config("sweep.grid.prune.reduction_goal=[0.5,1.2]")
+    with pytest.raises(ConfigError, match=r"sweep\.grid\.prune\.reduction_goal value 1\.2 \(grid axis\)"):
         validate(cfg)
     validate_values(compose_config())
 
