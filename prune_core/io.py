@@ -56,7 +56,7 @@ def save_pruned(model: nn.Module, path: str | Path, example_inputs: torch.Tensor
     return path
 
 
-def _local_file(source: str | Path) -> Path:
+def pruned_file(source: str | Path) -> Path:
     """The ``.pt2`` file behind ``source``: a file, an MLflow model folder, or an MLflow model URI."""
     path = Path(source).expanduser()
     if not path.exists() and _URI_SCHEME.match(str(source)):
@@ -81,7 +81,7 @@ def load_pruned(source: str | Path) -> LoadedNetwork:
     ``models:/<name>/<version>``, or its downloaded folder). The result is an ordinary module:
     ``train()`` / ``eval()`` switch BatchNorm and dropout, and it can be fine-tuned further.
     """
-    programs = load_pt2(_local_file(source)).exported_programs
+    programs = load_pt2(pruned_file(source)).exported_programs
     training = programs.get(TRAINING_PROGRAM)
     return LoadedNetwork(
         programs[INFERENCE_PROGRAM].module(check_guards=False),

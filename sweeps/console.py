@@ -23,7 +23,6 @@ console = Console(highlight=False, soft_wrap=True)
 QUIET_ENVIRONMENT = {
     "MLFLOW_LOGGING_LEVEL": "ERROR",  # read when mlflow is imported, which resets its loggers' levels
     "RAY_AIR_NEW_OUTPUT": "0",  # Tune's newer output prints its experiment box whatever the verbosity
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no TensorBoard/CSV loggers, nor their hint
     "RAY_DEDUP_LOGS": "1",
 }
 QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "mlflow", "alembic")

@@ -199,19 +199,13 @@ def log_model(model: Any, example: Any, name: str) -> None:
 
 
 def download_pruned(uri: str, model_uri: str, path: Path) -> Path:
-    """Copy the prune_core file of the MLflow model ``model_uri`` to ``path``."""
-    import mlflow.artifacts
+    """Copy the prune_core file of the MLflow model ``model_uri`` (tracked at ``uri``) to ``path``."""
+    import mlflow
 
-    from prune_core.io import MLFLOW_FILE
+    from prune_core.io import pruned_file
 
-    with tempfile.TemporaryDirectory() as folder:
-        downloaded = with_retries(
-            mlflow.artifacts.download_artifacts,
-            artifact_uri=f"{model_uri}/extra_files/{MLFLOW_FILE}",
-            dst_path=folder,
-            tracking_uri=uri,
-        )
-        shutil.copyfile(downloaded, path)
+    mlflow.set_tracking_uri(uri)
+    shutil.copyfile(with_retries(pruned_file, model_uri), path)
     return path
 
 
