@@ -27,9 +27,12 @@ def _graph_function(graph: GraphModule) -> Callable[..., Any]:
     return type(graph).forward
 
 
+def _state_names(graph: GraphModule) -> set[str]:
+    return {name for name, _ in graph.named_parameters()} | {name for name, _ in graph.named_buffers()}
+
+
 def _check_same_state(training: GraphModule, inference: GraphModule) -> None:
-    names = {name for name, _ in training.named_parameters()} | {name for name, _ in training.named_buffers()}
-    other = {name for name, _ in inference.named_parameters()} | {name for name, _ in inference.named_buffers()}
+    names, other = _state_names(training), _state_names(inference)
     if names != other:
         raise ValueError(
             f"the training and eval programs hold different tensors ({sorted(names ^ other)[:5]}); "

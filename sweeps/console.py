@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from prune_core.compress import DIVERGED, GOAL_REACHED, MAX_COMPRESSION, THRESHOLD_EXCEEDED
@@ -68,17 +69,18 @@ class BaselineProgress:
 
 
 def _grid_values(config: dict[str, Any]) -> str:
-    return " ".join(f"{key.split('.')[-1]}={value}" for key, value in config.items())
+    """``key=value`` per grid axis, escaped: a value such as ``[conv1]`` is text, not rich markup."""
+    return escape(" ".join(f"{key.split('.')[-1]}={value}" for key, value in config.items()))
 
 
 class TrialProgress:
     """Trials done / total, running, elapsed, ETA and the best accuracy so far; one line per finished
     trial. Used as a Ray Tune callback on the driver (built lazily: Tune imports come later)."""
 
-    def __init__(self, total: int, done: int = 0) -> None:
+    def __init__(self, total: int) -> None:
         self._bar = _progress(BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-        self._task = self._bar.add_task("Trials", total=total, completed=done, status="")
+        self._task = self._bar.add_task("Trials", total=total, status="")
         self.running, self.best, self._started = 0, None, {}
 
     def _refresh(self) -> None:

@@ -68,3 +68,14 @@ def test_training_reports_each_epoch_mean_loss(digits):
     train_network(DigitsCNN(width=8), (x_train, y_train), "crossentropy", options, lambda *report: seen.append(report))
     assert [epoch for epoch, _ in seen] == [0, 1, 2]
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss in seen) and seen[-1][1] < seen[0][1]
+
+
+def test_trial_line_shows_grid_values_that_look_like_markup():
+    from sweeps.console import TrialProgress, console
+
+    progress = TrialProgress(1)
+    progress.trial_started("t")
+    with console.capture() as captured:
+        result = {"final_val_accuracy": 99.0, "final_reduction": 0.5}
+        progress.trial_finished("t", {"prune.layers": "[conv1]"}, result, error=False)
+    assert "layers=[conv1]: 50.0% fewer learnables, val acc 99.00%" in captured.get()
