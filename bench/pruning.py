@@ -258,9 +258,7 @@ def oneshot_run(task: Task, seed: int, goal: float, criterion: str) -> dict:
     model = trained_model(task, seed).to(device())
     train = task.splits()[0]
     loader = as_loader(train, finetune_options(task, seed), train=True)
-    pnet = TaylorPrunableNetwork(
-        model, example_input(task), criterion=criterion, group_reduction=task.group_reduction
-    )
+    pnet = TaylorPrunableNetwork(model, example_input(task), criterion=criterion, group_reduction=task.group_reduction)
     torch.manual_seed(seed)
     if criterion == "taylor":
         pnet.train()

@@ -19,7 +19,7 @@ SINGLE_UNIT = "only one filter (or one group of a grouped conv): nothing can be 
 class NetworkAnalysis:
     """Result of :func:`analyze_network`.
 
-    ``layers`` has one row per conv (``layer``, ``type``, ``filters``, ``prunable``, ``group``,
+    ``layers`` has one row per conv or Linear (``layer``, ``type``, ``filters``, ``prunable``, ``group``,
     ``reason``); ``groups`` one row per prunable group (``group``, ``layers``, ``units``: the
     filters, or whole channel groups, that are removed together).
     """
@@ -43,7 +43,7 @@ class NetworkAnalysis:
         lines = [
             f"Learnables: {self.learnables}; at maximum compression {self.minimum_learnables} "
             f"({100 * self.max_reduction:.2f}% fewer).",
-            f"Prunable convs: {int(prunable.sum())} of {len(self.layers)}, in {len(self.groups)} groups.",
+            f"Prunable layers: {int(prunable.sum())} of {len(self.layers)}, in {len(self.groups)} groups.",
         ]
         for _, row in self.layers[~prunable].iterrows():
             lines.append(f"  not prunable: {row['layer']} ({row['reason']})")
@@ -55,8 +55,8 @@ def analyze_network(
     example_inputs: torch.Tensor | Sequence[torch.Tensor],
     layer_names: Sequence[str] | None = None,
 ) -> NetworkAnalysis:
-    """Trace ``model`` and report its prunable convs and groups, the others with the reason,
-    its learnables and the maximum possible learnables reduction.
+    """Trace ``model`` and report its prunable layers (conv filters, Linear units) and groups, the
+    others with the reason, its learnables and the maximum possible learnables reduction.
 
     ``layer_names`` restricts pruning as in :class:`TaylorPrunableNetwork` (unknown names raise
     ``ValueError`` listing the valid ones).
@@ -66,7 +66,7 @@ def analyze_network(
     selected = set(pnet.prunable_layer_names)
     group_ids = {name: g for g, names in enumerate(pnet.layer_groups) for name in names}
     layer_rows = []
-    for name, role in graph.convs.items():
+    for name, role in graph.layers.items():
         root = spaces.find(role.out_layout[0].space)
         if name in selected:
             reason = ""

@@ -21,13 +21,14 @@ def check_group_reduction(group_reduction: str) -> str:
     return group_reduction
 
 
-def taylor_batch_scores(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+def taylor_batch_scores(activation: torch.Tensor, gradient: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """First-order Taylor score of each channel for one mini-batch (Molchanov et al. 2017).
 
-    For an activation ``a`` and gradient ``g = dL/da`` of shape ``(N, C, *spatial)``:
-    ``score[c] = mean_n | mean_spatial(a[n, c] * g[n, c]) |``.
+    For an activation ``a`` and gradient ``g = dL/da`` with batch dim 0 and channels on ``dim``
+    (1 for a conv's ``(N, C, *spatial)``, the last for a Linear's ``(N, *tokens, C)``):
+    ``score[c] = mean_n | mean_positions(a[n, c] * g[n, c]) |``.
     """
-    product = (activation * gradient).flatten(2)
+    product = (activation * gradient).movedim(dim, 1).flatten(2)
     per_example = product.mean(dim=2) if product.shape[2] else product.squeeze(2)
     return per_example.abs().mean(dim=0)
 

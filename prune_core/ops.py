@@ -1,4 +1,4 @@
-"""What the channel analysis knows about operations, by kind of effect on the channel dimension.
+"""What the channel analysis knows about operations, by kind of effect on channels.
 
 Anything not listed here is treated as unknown: the channels it touches become non-prunable.
 """
@@ -13,58 +13,156 @@ import torch.nn.functional as F
 from torch import nn
 
 CONV_MODULES = (nn.Conv1d, nn.Conv2d)
-NORM_MODULES = (nn.modules.batchnorm._BatchNorm,)
+BATCH_NORM_MODULES = (nn.modules.batchnorm._BatchNorm,)
+NORM_MODULES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 LINEAR_MODULES = (nn.Linear,)
 
 # Parameter-free modules whose output channel c depends only on input channel c.
 CHANNELWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Identity,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout,
-    nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softplus,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.AlphaDropout,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
     nn.Upsample,
 )
-RESHAPE_MODULES = (nn.Flatten,)
-
+FLATTEN_MODULES = (nn.Flatten,)
 
 CHANNELWISE_FUNCTIONS = {
-    torch.relu, torch.relu_, F.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.gelu, F.silu, F.mish,
-    F.hardswish, F.hardsigmoid, F.hardtanh, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh,
-    F.softplus, torch.clamp, torch.abs, torch.exp, torch.neg,
-    F.dropout, F.dropout1d, F.dropout2d,
-    F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d,
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+    torch.relu,
+    torch.relu_,
+    F.relu,
+    F.relu_,
+    F.relu6,
+    F.leaky_relu,
+    F.elu,
+    F.selu,
+    F.gelu,
+    F.silu,
+    F.mish,
+    F.hardswish,
+    F.hardsigmoid,
+    F.hardtanh,
+    torch.sigmoid,
+    F.sigmoid,
+    torch.tanh,
+    F.tanh,
+    F.softplus,
+    torch.clamp,
+    torch.abs,
+    torch.exp,
+    torch.neg,
+    torch.sqrt,
+    torch.rsqrt,
+    torch.erf,
+    F.dropout,
+    F.dropout1d,
+    F.dropout2d,
+    F.max_pool1d,
+    F.max_pool2d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d,
     F.interpolate,
+}
+
+# timm's and torchvision's own element-wise helpers, looked up only once the library has loaded
+# them (a model that calls them imported them), so importing the engine imports neither.
+_LIBRARY_CHANNELWISE = {
+    "torchvision.ops.stochastic_depth": ("stochastic_depth",),
+    "timm.layers.drop": ("drop_path",),
+    "timm.layers.activations": ("swish", "sigmoid", "hard_sigmoid", "hard_swish", "gelu", "mish"),
 }
 
 
 def is_channelwise_function(target: object) -> bool:
-    """Whether a traced function call maps channel c to channel c (:data:`CHANNELWISE_FUNCTIONS`).
-
-    torchvision's ``stochastic_depth`` counts too. It is looked up only once torchvision has loaded
-    it (a model that calls it imported it), so importing the engine never imports torchvision.
-    """
+    """Whether a traced function call maps channel c to channel c (:data:`CHANNELWISE_FUNCTIONS`,
+    torchvision's ``stochastic_depth``, timm's ``drop_path`` and activations)."""
     if target in CHANNELWISE_FUNCTIONS:
         return True
-    module = sys.modules.get("torchvision.ops.stochastic_depth")
-    return module is not None and target is getattr(module, "stochastic_depth", None)
+    for module_name, names in _LIBRARY_CHANNELWISE.items():
+        module = sys.modules.get(module_name)
+        if module is not None and any(target is getattr(module, name, None) for name in names):
+            return True
+    return False
 
 
 CHANNELWISE_METHODS = {
-    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "abs", "exp",
-    "neg", "contiguous", "clone", "float", "half", "double", "to", "type_as",
+    "relu",
+    "relu_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "clamp",
+    "clamp_",
+    "abs",
+    "exp",
+    "sqrt",
+    "rsqrt",
+    "neg",
+    "contiguous",
+    "clone",
+    "float",
+    "half",
+    "double",
+    "to",
+    "type_as",
+    "pow",
+    "square",
 }
 
 BINARY_FUNCTIONS = {
-    operator.add, operator.iadd, operator.mul, operator.imul, operator.sub, operator.isub,
-    operator.truediv, operator.itruediv, torch.add, torch.mul, torch.sub, torch.div,
-    torch.maximum, torch.minimum,
+    operator.add,
+    operator.iadd,
+    operator.mul,
+    operator.imul,
+    operator.sub,
+    operator.isub,
+    operator.truediv,
+    operator.itruediv,
+    torch.add,
+    torch.mul,
+    torch.sub,
+    torch.div,
+    torch.maximum,
+    torch.minimum,
+    torch.addcmul,
 }
-BINARY_METHODS = {"add", "add_", "mul", "mul_", "sub", "sub_", "div", "div_"}
+BINARY_METHODS = {"add", "add_", "mul", "mul_", "sub", "sub_", "div", "div_", "addcmul", "addcmul_"}
+
+SIZE_ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv, operator.mod}
 
 RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
-RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
+RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "expand", "expand_as", "view_as", "reshape_as"}
+PERMUTE_FUNCTIONS = {torch.permute, torch.transpose, torch.movedim, torch.swapaxes}
+PERMUTE_METHODS = {"permute", "transpose", "movedim", "swapaxes"}
 
 CONCAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
 SPLIT_FUNCTIONS = {torch.chunk, torch.split}
@@ -73,6 +171,11 @@ SPLIT_METHODS = {"chunk", "split"}
 REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax}
 REDUCE_METHODS = {"mean", "sum", "amax"}
 
-# Calls that only read metadata (shapes) and never move channel data.
-SHAPE_QUERY_FUNCTIONS = {getattr}
+CONV_FUNCTIONS = {F.conv1d, F.conv2d}
+LINEAR_FUNCTIONS = {F.linear}
+NORM_FUNCTIONS = {F.batch_norm, F.layer_norm, F.group_norm}
+
+# Calls that only read metadata or check it, and never move channel data.
+SHAPE_QUERY_FUNCTIONS = {getattr, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge}
 SHAPE_QUERY_METHODS = {"size", "dim"}
+ASSERT_FUNCTIONS = {torch._assert}

@@ -11,11 +11,21 @@ from torch import nn
 
 from prune_core import importance, surgery
 from prune_core.checks import positive_int
-from prune_core.graph import ChannelGraph, trace_channels
+from prune_core.graph import ChannelGraph, preserved_state, trace_channels
 from prune_core.spaces import Layout, element_mask
 
 _IN_MASK = "_prune_in_mask"
-_HOOK_ATTRS = ("_prune_in_active", "_prune_capture", "_prune_act", "_prune_version")
+_NORM_MASK = "_prune_norm_mask"
+_HOOK_ATTRS = (
+    "_prune_in_active",
+    "_prune_in_dim",
+    "_prune_capture",
+    "_prune_act",
+    "_prune_version",
+    "_prune_norm_active",
+    "_prune_norm_dim",
+    "_prune_norm_eps",
+)
 _CAPTURE_ALIAS, _CAPTURE_COPY = 1, 2
 
 
@@ -24,8 +34,26 @@ def _mask_input(module: nn.Module, args: tuple) -> tuple | None:
     if not module._prune_in_active:
         return None
     x = args[0]
-    mask = getattr(module, _IN_MASK).view(1, -1, *([1] * (x.dim() - 2)))
-    return (x * mask, *args[1:])
+    shape = [1] * x.dim()
+    shape[module._prune_in_dim] = -1
+    return (x * getattr(module, _IN_MASK).view(shape), *args[1:])
+
+
+def _masked_layer_norm(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+    """Forward hook of a LayerNorm over channels: normalise over the kept channels only, as the
+    extracted network will (pruned channels get values no kept unit reads)."""
+    if not module._prune_norm_active:
+        return None
+    x = args[0].movedim(module._prune_norm_dim, -1)
+    mask = getattr(module, _NORM_MASK).to(x.dtype)
+    kept = mask.sum()
+    centered = x - (x * mask).sum(-1, keepdim=True) / kept
+    variance = (centered.square() * mask).sum(-1, keepdim=True) / kept
+    y = centered * torch.rsqrt(variance + module._prune_norm_eps)
+    weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+    y = y * weight if weight is not None else y
+    y = y + bias if bias is not None else y
+    return y.movedim(-1, module._prune_norm_dim)
 
 
 def _capture_point(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -43,9 +71,9 @@ def _capture_point(module: nn.Module, args: tuple, output: torch.Tensor) -> torc
 
 
 @torch.no_grad()
-def _add_taylor_score(total: torch.Tensor, activation: torch.Tensor, gradient: torch.Tensor) -> None:
+def _add_taylor_score(total: torch.Tensor, dim: int, activation: torch.Tensor, gradient: torch.Tensor) -> None:
     """Gradient hook of :meth:`TaylorPrunableNetwork.score_on_backward`: add one batch's scores."""
-    total.add_(importance.taylor_batch_scores(activation, gradient).to(total.device))
+    total.add_(importance.taylor_batch_scores(activation, gradient, dim).to(total.device))
 
 
 def as_input_tuple(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -111,7 +139,8 @@ class TaylorPrunableNetwork(nn.Module):
         self._groups = self._select_groups(layer_names)
         for i, root in enumerate(self._groups):
             self.register_buffer(f"keep_{i}", torch.ones(self.graph.spaces.units(root), dtype=torch.bool))
-        self._layers = [name for name in self.graph.convs if self._group_of(name) is not None]
+        self._layers = [name for name in self.graph.layers if self._group_of(name) is not None]
+        self._point_dims = [self.graph.point_dims[name] for name in self._layers]
         self._install_hooks()
         self._copy_points: set[str] = set()
         self._find_overwritten_points(as_input_tuple(example_inputs))
@@ -132,7 +161,7 @@ class TaylorPrunableNetwork(nn.Module):
             return list(groups)
         if isinstance(layer_names, str):
             layer_names = [layer_names]
-        valid = [name for name in self.graph.convs if any(name in c for c in groups.values())]
+        valid = [name for name in self.graph.layers if any(name in c for c in groups.values())]
         unknown = [name for name in layer_names if name not in valid]
         if unknown:
             raise ValueError(
@@ -142,18 +171,23 @@ class TaylorPrunableNetwork(nn.Module):
         return [root for root, convs in groups.items() if set(convs) & set(layer_names)]
 
     def _group_of(self, conv_name: str) -> int | None:
-        root = self.graph.spaces.find(self.graph.convs[conv_name].out_layout[0].space)
+        root = self.graph.spaces.find(self.graph.layers[conv_name].out_layout[0].space)
         return self._groups.index(root) if root in self._groups else None
 
     def _install_hooks(self) -> None:
-        consumers = {role.name: role.in_layout for role in self.graph.convs.values() if role.groups == 1}
-        consumers |= {role.name: role.in_layout for role in self.graph.linears.values()}
-        self._consumer_layouts: dict[str, Layout] = consumers
-        for name in consumers:
+        consumers = {role.name: role for role in self.graph.layers.values() if role.groups == 1}
+        self._consumer_layouts: dict[str, Layout] = {name: role.in_layout for name, role in consumers.items()}
+        for name, role in consumers.items():
             module = self.model.get_submodule(name)
             module.register_buffer(_IN_MASK, torch.ones(0, dtype=torch.bool), persistent=False)
             module._prune_in_active = False
+            module._prune_in_dim = 1 if role.kind == "conv" else -1
             module.register_forward_pre_hook(_mask_input)
+        for name, role in self.graph.masked_norms.items():
+            module = self.model.get_submodule(name)
+            module.register_buffer(_NORM_MASK, torch.ones(0, dtype=torch.bool), persistent=False)
+            module._prune_norm_active, module._prune_norm_dim, module._prune_norm_eps = False, role.dim, role.eps
+            module.register_forward_hook(_masked_layer_norm)
         for conv in self._layers:
             module = self.model.get_submodule(self.graph.points[conv])
             module._prune_capture = 0
@@ -179,6 +213,11 @@ class TaylorPrunableNetwork(nn.Module):
             mask = element_mask(layout, self.graph.spaces, units)
             setattr(module, _IN_MASK, mask.to(getattr(module, _IN_MASK).device))
             module._prune_in_active = not bool(mask.all())
+        for name, role in self.graph.masked_norms.items():
+            module = self.model.get_submodule(name)
+            mask = element_mask(role.layout, self.graph.spaces, units)
+            setattr(module, _NORM_MASK, mask.to(getattr(module, _NORM_MASK).device))
+            module._prune_norm_active = not bool(mask.all())
 
     # -- public properties --------------------------------------------------------------------
 
@@ -211,7 +250,7 @@ class TaylorPrunableNetwork(nn.Module):
         """Keep-mask over the filters of every prunable conv (True = kept)."""
         units = self._unit_masks()
         return {
-            conv: element_mask(self.graph.convs[conv].out_layout, self.graph.spaces, units) for conv in self._layers
+            conv: element_mask(self.graph.layers[conv].out_layout, self.graph.spaces, units) for conv in self._layers
         }
 
     @property
@@ -271,14 +310,9 @@ class TaylorPrunableNetwork(nn.Module):
 
     def _find_overwritten_points(self, example_inputs: tuple[torch.Tensor, ...]) -> None:
         """One capture pass on the example inputs to find activations modified in place."""
-        modes = {m: m.training for m in self.modules()}
-        self.eval()
-        try:
-            with torch.no_grad():
-                self._capture(*example_inputs)
-        finally:
-            for module, training in modes.items():
-                module.training = training
+        with preserved_state(self.model), torch.no_grad():
+            self.model.eval()
+            self._capture(*example_inputs)
 
     # -- scoring and pruning ------------------------------------------------------------------
 
@@ -288,9 +322,10 @@ class TaylorPrunableNetwork(nn.Module):
         self._check_point_count("update_score", len(activations), len(gradients))
         if self.criterion != "taylor":
             return
-        for total, act, grad in zip(self._score_totals(activations), activations, gradients, strict=True):
+        totals = self._score_totals(activations)
+        for total, dim, act, grad in zip(totals, self._point_dims, activations, gradients, strict=True):
             if grad is not None:  # a point the loss does not depend on adds zeros
-                _add_taylor_score(total, act, grad)
+                _add_taylor_score(total, dim, act, grad)
         self._score_batches += 1
 
     def score_on_backward(self, activations: Sequence[torch.Tensor]) -> None:
@@ -304,15 +339,18 @@ class TaylorPrunableNetwork(nn.Module):
         self._check_point_count("score_on_backward", len(activations))
         if self.criterion != "taylor":
             return
-        for total, act in zip(self._score_totals(activations), activations, strict=True):
+        for total, dim, act in zip(self._score_totals(activations), self._point_dims, activations, strict=True):
             # the hook holds a detached alias, not ``act`` itself: no reference cycle keeps the activation alive
-            act.register_hook(functools.partial(_add_taylor_score, total, act.detach()))
+            act.register_hook(functools.partial(_add_taylor_score, total, dim, act.detach()))
         self._score_batches += 1
 
     def _score_totals(self, activations: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The running per-channel score sums, started at zero (on each activation's device and dtype)."""
         if self._score_sum is None:
-            self._score_sum = [torch.zeros(a.shape[1], device=a.device, dtype=a.dtype) for a in activations]
+            self._score_sum = [
+                torch.zeros(a.shape[dim], device=a.device, dtype=a.dtype)
+                for a, dim in zip(activations, self._point_dims, strict=True)
+            ]
         return self._score_sum
 
     def score_state(self) -> tuple[list[torch.Tensor] | None, int]:
@@ -501,9 +539,10 @@ class TaylorPrunableNetwork(nn.Module):
         clone = copy.deepcopy(self.model)
         for module in clone.modules():
             for hooks in (module._forward_pre_hooks, module._forward_hooks):
-                for key in [k for k, fn in hooks.items() if fn in (_mask_input, _capture_point)]:
+                for key in [k for k, fn in hooks.items() if fn in (_mask_input, _capture_point, _masked_layer_norm)]:
                     del hooks[key]
             module._buffers.pop(_IN_MASK, None)
+            module._buffers.pop(_NORM_MASK, None)
             for attr in _HOOK_ATTRS:
                 module.__dict__.pop(attr, None)
         surgery.extract(clone, self.graph, self._unit_masks())

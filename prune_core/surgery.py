@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from prune_core.graph import ChannelGraph
+from prune_core.graph_roles import ChannelGraph
 from prune_core.spaces import Layout, element_mask
 
 UnitMasks = dict[int, torch.Tensor]
@@ -24,14 +24,18 @@ _NORM_TENSORS = ("weight", "bias", "running_mean", "running_var")
 def resize_plan(graph: ChannelGraph) -> list[PlanEntry]:
     """Every (module, tensor, dim) whose size follows a channel layout."""
     plan: list[PlanEntry] = []
-    for role in graph.convs.values():
+    for role in graph.layers.values():
+        if role.functional:
+            continue  # its weights are in graph.bound
         plan += [(role.name, "weight", 0, role.out_layout), (role.name, "bias", 0, role.out_layout)]
         if role.groups == 1:
             plan.append((role.name, "weight", 1, role.in_layout))
     for role in graph.norms.values():
-        plan += [(role.name, attr, 0, role.layout) for attr in _NORM_TENSORS]
-    for role in graph.linears.values():
-        plan.append((role.name, "weight", 1, role.in_layout))
+        if role.module_level:
+            plan += [(role.name, attr, 0, role.layout) for attr in _NORM_TENSORS]
+    for key, dims in graph.bound.items():
+        module, _, attr = key.rpartition(".")
+        plan += [(module, attr, dim, layout) for dim, layout in dims.items()]
     return plan
 
 
@@ -84,14 +88,30 @@ def extract(model: nn.Module, graph: ChannelGraph, unit_masks: UnitMasks) -> Non
             setattr(module, attr, nn.Parameter(sliced, requires_grad=tensor.requires_grad))
         else:
             setattr(module, attr, sliced)
-    for role in graph.convs.values():
-        conv = model.get_submodule(role.name)
-        kept_out = len(kept_indices(role.out_layout, graph, unit_masks))
+    _update_sizes(model, graph, unit_masks)
+
+
+def _update_sizes(model: nn.Module, graph: ChannelGraph, unit_masks: UnitMasks) -> None:
+    """Set the channel-count attributes of every resized layer and norm (their forwards read them)."""
+
+    def kept(layout: Layout) -> int:
+        return int(element_mask(layout, graph.spaces, unit_masks).sum())
+
+    for role in graph.layers.values():
+        layer = model.get_submodule(role.name)
+        kept_in, kept_out = kept(role.in_layout), kept(role.out_layout)
+        if role.kind == "linear":
+            layer.in_features, layer.out_features = kept_in, kept_out
+            continue
         if role.groups > 1:
-            conv.groups = role.groups * kept_out // conv.out_channels
-        conv.in_channels = len(kept_indices(role.in_layout, graph, unit_masks))
-        conv.out_channels = kept_out
+            layer.groups = role.groups * kept_out // layer.out_channels
+        layer.in_channels, layer.out_channels = kept_in, kept_out
     for role in graph.norms.values():
-        model.get_submodule(role.name).num_features = len(kept_indices(role.layout, graph, unit_masks))
-    for role in graph.linears.values():
-        model.get_submodule(role.name).in_features = len(kept_indices(role.in_layout, graph, unit_masks))
+        norm, channels = model.get_submodule(role.name), kept(role.layout)
+        if isinstance(norm, nn.LayerNorm):
+            norm.normalized_shape = (channels,)
+        elif isinstance(norm, nn.GroupNorm):
+            norm.num_groups = norm.num_groups * channels // norm.num_channels
+            norm.num_channels = channels
+        elif isinstance(norm, nn.modules.batchnorm._BatchNorm):
+            norm.num_features = channels

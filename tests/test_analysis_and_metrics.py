@@ -29,13 +29,15 @@ def test_analyze_resnet18_reports_groups_learnables_and_max_reduction():
     assert report.learnables == n_params(model)
     assert report.minimum_learnables == pnet.minimum_learnables()
     assert 0.9 < report.max_reduction < 1.0
-    assert report.layers["prunable"].all() and len(report.layers) == 20
+    assert report.layers["prunable"].sum() == 20 and len(report.layers) == 21
+    fc = report.layers.set_index("layer").loc["fc"]  # a Linear is listed; the network's output is kept
+    assert fc["type"] == "Linear" and not fc["prunable"] and fc["reason"] == "network output"
     # the stem conv and every block's second conv share the first stage's residual space
     stage1 = report.groups.loc[report.groups["layers"].apply(lambda names: "conv1" in names), "layers"].item()
     assert stage1 == ["conv1", "layer1.0.conv2", "layer1.1.conv2"]
     assert report.groups["units"].tolist() == pnet.group_units
     assert report.groups["layers"].tolist() == pnet.layer_groups
-    assert "Prunable convs: 20 of 20" in str(report)
+    assert "Prunable layers: 20 of 21" in str(report)
 
 
 def test_analyze_gives_reasons_for_what_is_not_prunable():
@@ -43,7 +45,8 @@ def test_analyze_gives_reasons_for_what_is_not_prunable():
     report = analyze_network(model, x)
     fixed = report.layers[~report.layers["prunable"]]
     assert len(fixed) > 0
-    assert fixed["reason"].str.contains("channel").all()
+    convs = fixed[fixed["type"] != "Linear"]  # the classifier: "network output"
+    assert len(convs) > 0 and convs["reason"].str.contains("channel").all()
     assert all(name in str(report) for name in fixed["layer"])
 
 
@@ -51,7 +54,7 @@ def test_analyze_with_layer_names_marks_the_others_not_selected():
     model, x = build_model("digits_cnn"), torch.randn(1, 1, 8, 8)
     report = analyze_network(model, x, layer_names=["features.0"])
     assert report.prunable_layer_names == ["features.0"]
-    assert set(report.layers.loc[~report.layers["prunable"], "reason"]) == {NOT_SELECTED}
+    assert set(report.layers.loc[~report.layers["prunable"], "reason"]) == {NOT_SELECTED, "network output"}
     with pytest.raises(ValueError, match="Valid layer names"):
         analyze_network(model, x, layer_names=["features.1"])
 

@@ -157,9 +157,7 @@ def test_resume_with_carried_optimizer_state_ends_like_an_uninterrupted_run(digi
 @pytest.mark.parametrize("solver", ["sgdm", "adam"])
 def test_carried_optimizer_state_is_the_old_state_sliced_to_the_kept_channels(solver):
     torch.manual_seed(0)
-    pnet = TaylorPrunableNetwork(
-        resnet20().train(), torch.randn(1, 3, 16, 16), criterion="l1", group_reduction="mean"
-    )
+    pnet = TaylorPrunableNetwork(resnet20().train(), torch.randn(1, 3, 16, 16), criterion="l1", group_reduction="mean")
     options = TrainingOptions(solver=solver, initial_learn_rate=1e-3)
     optimizer = torch.optim.SGD(pnet.parameters(), lr=1e-3, momentum=0.9)
     if solver == "adam":
@@ -184,7 +182,7 @@ def test_carried_optimizer_state_is_the_old_state_sliced_to_the_kept_channels(so
     assert len(carried.state) == len(new_params)
     # one sliced conv checked by hand: the kept output filters of a residual conv, and its kept input channels
     name = f"model.{residual[1]}.weight"
-    conv_in = pnet.graph.convs[residual[1]].in_layout
+    conv_in = pnet.graph.layers[residual[1]].in_layout
     kept_out = masks[residual[1]].nonzero().flatten()
     kept_in = torch.nonzero(element_mask(conv_in, pnet.graph.spaces, pnet._unit_masks())).flatten()
     key = "momentum_buffer" if solver == "sgdm" else "exp_avg"

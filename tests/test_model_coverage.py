@@ -10,8 +10,16 @@ from prune_core.models import DigitsCNN, SequenceCNN
 from tests.helpers import assert_exact, n_params, prune_fraction
 
 TORCHVISION = [
-    "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "vgg11_bn", "densenet121",
-    "efficientnet_b0", "regnet_x_400mf", "squeezenet1_1", "shufflenet_v2_x0_5",
+    "resnet18",
+    "resnet50",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "vgg11_bn",
+    "densenet121",
+    "efficientnet_b0",
+    "regnet_x_400mf",
+    "squeezenet1_1",
+    "shufflenet_v2_x0_5",
 ]
 
 
@@ -43,9 +51,7 @@ def test_conv1d_sequence_classifier():
 
 
 def test_all_filters_of_resnet18_are_prunable_and_residual_convs_share_a_group():
-    pnet = TaylorPrunableNetwork(
-        torchvision.models.resnet18(num_classes=10), torch.randn(1, 3, 64, 64), criterion="l1"
-    )
+    pnet = TaylorPrunableNetwork(torchvision.models.resnet18(num_classes=10), torch.randn(1, 3, 64, 64), criterion="l1")
     assert len(pnet.prunable_layer_names) == 20
     stream = {"conv1", "layer1.0.conv2", "layer1.1.conv2"}
     groups = {pnet._group_of(name) for name in stream}

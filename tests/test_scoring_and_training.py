@@ -108,9 +108,7 @@ def test_update_score_checks_the_number_of_activations():
         pnet.update_score([torch.ones(1, 4, 8, 8)], [torch.ones(1, 4, 8, 8)])
 
 
-@pytest.mark.parametrize(
-    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
-)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_runs_on_device(device):
     x, y = torch.randn(8, 1, 8, 8, device=device), torch.randint(0, 10, (8,), device=device)
     pnet = TaylorPrunableNetwork(DigitsCNN(width=4), x[:1].cpu()).to(device)
