@@ -37,11 +37,14 @@ class ChannelAnalysis(TensorRules):
         self.graph = ChannelGraph(spaces=self.spaces)
         self.scopes = ModuleScopes(gm)
         self.layer_nodes: dict[str, fx.Node] = {}
+        self.pending_layer_norms: list[tuple[fx.Node, str, Layout]] = []
         self.calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
 
     def run(self) -> ChannelGraph:
         for node in self.gm.graph.nodes:
             self.values[node] = self._visit(node)
+        for node, name, layout in self.pending_layer_norms:
+            self._mask_layer_norm(node, name, layout)
         for key, reason in self.opaque.items():
             for layout in self.bound.pop(key, {}).values():
                 self.fix_layout(layout, reason)
@@ -226,8 +229,11 @@ class ChannelAnalysis(TensorRules):
             if len(layout) != 1:
                 return self.unknown(node, f"group norm {name} over concatenated channels")
             self.spaces.coarsen(layout[0].space, groups)
-        if kind == "layer" and not self._masks_layer_norm(node, name, module_level, x, normalized):
-            self.fix_layout(layout, f"layer norm {name} inside a module the engine cannot mask")
+        if kind == "layer" and module_level:
+            eps = self.model.get_submodule(name).eps
+            self.graph.masked_norms[name] = MaskedNormRole(name, normalized, layout, eps)
+        elif kind == "layer":
+            self.pending_layer_norms.append((node, name, layout))
         self.graph.norms[name] = NormRole(name, layout, kind, module_level)
         return x
 
@@ -251,24 +257,22 @@ class ChannelAnalysis(TensorRules):
                 self.fix_value(view, f"{describe(node)} over a non-channel dimension")
         return out
 
-    def _masks_layer_norm(self, node: fx.Node, name: str, module_level: bool, x: TensorValue, dim: int) -> bool:
-        """Record a LayerNorm over channels to be masked while pruning is simulated (a forward hook
-        on its module recomputes it over the kept channels); ``False`` where no hook can."""
-        if module_level:
-            self.graph.masked_norms[name] = MaskedNormRole(name, dim, x.dims[dim], self.model.get_submodule(name).eps)
-            return True
+    def _mask_layer_norm(self, node: fx.Node, name: str, layout: Layout) -> None:
+        """Have a forward hook on module ``name`` recompute its layer norm over the kept channels
+        while pruning is simulated; where the module does more than move dims around it, fix them."""
         boundary = self.scopes.norm_boundary(node, name)
-        if boundary is None:
-            return False
-        first, last = (self.tensor(n) for n in boundary)
-        if first is None or last is None or shape_of(boundary[0]) != shape_of(boundary[1]):
-            return False
-        dims = [d for d, layout in enumerate(first.dims) if layout == x.dims[dim]]
-        if len(dims) != 1 or last.dims[dims[0]] != x.dims[dim]:
-            return False
+        first, last = (self.tensor(n) for n in boundary) if boundary else (None, None)
+        dims = [d for d, dim_layout in enumerate(first.dims) if dim_layout == layout] if first else []
+        if (
+            last is None
+            or shape_of(boundary[0]) != shape_of(boundary[1])
+            or len(dims) != 1
+            or last.dims[dims[0]] != layout
+        ):
+            self.fix_layout(layout, f"layer norm {name} inside a module the engine cannot mask")
+            return
         eps = dim_arg(node, 4, "eps", 1e-5)
-        self.graph.masked_norms[name] = MaskedNormRole(name, dims[0], x.dims[dim], eps)
-        return True
+        self.graph.masked_norms[name] = MaskedNormRole(name, dims[0], layout, eps)
 
     # -- pruning points -----------------------------------------------------------------------
 

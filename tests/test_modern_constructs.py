@@ -1,0 +1,239 @@
+"""Modern building blocks: norm subclasses fx traces into, channels that move between dimensions,
+LayerNorm over channels, layer scales, Linear hidden units, and the promise that wrapping never
+changes the model."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prune_core import TaylorPrunableNetwork
+from tests.helpers import assert_exact, n_params, prune_fraction
+
+
+class BatchNormAct(nn.BatchNorm2d):
+    """What timm's BatchNormAct2d does: a BatchNorm2d subclass outside torch.nn with its activation."""
+
+    def forward(self, x):
+        y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training, 0.1, self.eps)
+        return F.relu(y)
+
+
+class FunctionalBNNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 16, 3, padding=1), BatchNormAct(16)
+        self.conv2, self.bn2 = nn.Conv2d(16, 24, 3, padding=1), BatchNormAct(24)
+        self.head = nn.Linear(24, 5)
+
+    def forward(self, x):
+        x = self.bn2(self.conv2(self.bn1(self.conv1(x))))
+        return self.head(x.mean((2, 3)))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """timm's / torchvision's channels-first LayerNorm: permute, layer_norm, permute back."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv, channels-last LayerNorm and MLP, layer scale, residual add."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.rand(dim) + 0.5)
+
+    def forward(self, x):
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.fc2(F.gelu(self.fc1(self.norm(y)))) * self.gamma
+        return x + y.permute(0, 3, 1, 2)
+
+
+class TinyConvNeXt(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.stem_norm = nn.Conv2d(3, 16, 2, stride=2), LayerNorm2d(16)
+        self.block1 = ConvNeXtBlock(16)
+        self.down_norm, self.down = LayerNorm2d(16), nn.Conv2d(16, 24, 2, stride=2)
+        self.block2 = ConvNeXtBlock(24)
+        self.scale = nn.Parameter(torch.rand(24, 1, 1) + 0.5)  # a channels-first layer scale
+        self.head = nn.Linear(24, 5)
+
+    def forward(self, x):
+        x = self.block1(self.stem_norm(self.stem(x)))
+        x = self.block2(self.down(self.down_norm(x))) * self.scale
+        return self.head(x.mean((2, 3)))
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attn = (q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class TinyViT(nn.Module):
+    """Patch embedding, class token, position embedding, pre-norm attention and MLP blocks."""
+
+    def __init__(self, dim=16, depth=2, mlp=32):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, 17, dim))
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "norm1": nn.LayerNorm(dim),
+                    "attn": Attention(dim, 2),
+                    "norm2": nn.LayerNorm(dim),
+                    "mlp": nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Linear(mlp, dim)),
+                }
+            )
+            for _ in range(depth)
+        )
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, 5)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        for block in self.blocks:
+            x = x + block["attn"](block["norm1"](x))
+            x = x + block["mlp"](block["norm2"](x))
+        return self.head(self.norm(x)[:, 0])
+
+
+class TinyMixer(nn.Module):
+    """MLP-Mixer: token mixing (Linear over the token dim, between transposes) and channel MLPs."""
+
+    def __init__(self, dim=16, tokens=16):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.token_mlp = nn.Sequential(nn.Linear(tokens, 24), nn.GELU(), nn.Linear(24, tokens))
+        self.channel_mlp = nn.Sequential(nn.Linear(dim, 32), nn.GELU(), nn.Linear(32, dim))
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = x + self.token_mlp(self.norm1(x).transpose(1, 2)).transpose(1, 2)
+        x = x + self.channel_mlp(self.norm2(x))
+        return self.head(x.mean(1))
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _prune_twice_and_check(model, x, fraction=0.3):
+    pnet = TaylorPrunableNetwork(model, x, criterion="random")
+    assert pnet.num_prunables > 0
+    for _ in range(2):
+        prune_fraction(pnet, fraction)
+        small = assert_exact(pnet, x)
+    assert n_params(small) < n_params(model)
+    return pnet, small
+
+
+def test_wrapping_a_norm_subclass_changes_neither_the_model_nor_its_copy():
+    model, x = FunctionalBNNet(), torch.randn(4, 3, 8, 8)
+    before = _state(model)
+    pnet = TaylorPrunableNetwork(model, x)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    copy_state = pnet.model.state_dict()
+    assert all(torch.equal(before[k], copy_state[k]) for k in before)  # num_batches_tracked still 0
+    for mode in ("eval", "train"):
+        original, wrapper = copy.deepcopy(model), copy.deepcopy(pnet)
+        getattr(original, mode)(), getattr(wrapper, mode)()
+        with torch.no_grad():
+            assert torch.allclose(original(x), wrapper(x), rtol=1e-5, atol=1e-6)
+
+
+def test_norm_subclass_recorded_as_a_function_is_pruned_with_its_conv_exactly():
+    pnet, small = _prune_twice_and_check(FunctionalBNNet(), torch.randn(4, 3, 8, 8))
+    assert pnet.prunable_layer_names == ["conv1", "conv2"]
+    assert pnet.graph.points == {"conv1": "bn1", "conv2": "bn2", "head": "head"}
+    assert small.bn1.num_features == small.conv1.out_channels == small.bn1.running_mean.numel()
+
+
+def test_convnext_blocks_prune_hidden_units_and_residual_channels_exactly():
+    model, x = TinyConvNeXt(), torch.randn(2, 3, 16, 16)
+    pnet, small = _prune_twice_and_check(model, x)
+    assert {"block1.fc1", "block2.fc1", "stem", "down"} <= set(pnet.prunable_layer_names)
+    assert set(pnet.graph.masked_norms) == {"stem_norm", "block1.norm", "down_norm", "block2.norm"}
+    width = small.stem.out_channels
+    assert small.stem_norm.normalized_shape == (width,) and small.block1.gamma.numel() == width
+    assert small.block1.dwconv.groups == width and small.scale.shape == (small.down.out_channels, 1, 1)
+    assert small.block1.fc1.out_features == small.block1.fc2.in_features < 64
+
+
+def test_masked_layer_norm_normalises_over_kept_channels_in_train_mode_too():
+    model, x = TinyConvNeXt(), torch.randn(2, 3, 16, 16)
+    pnet = TaylorPrunableNetwork(model, x, criterion="random")
+    prune_fraction(pnet, 0.5)
+    small = pnet.to_module().train()
+    pnet.train()
+    assert torch.allclose(pnet(x), small(x), rtol=1e-5, atol=1e-5)
+
+
+def test_vit_prunes_mlp_hidden_units_exactly_and_keeps_heads_consistent():
+    model, x = TinyViT(), torch.randn(2, 3, 16, 16)
+    pnet, small = _prune_twice_and_check(model, x, fraction=0.25)
+    assert {"blocks.0.mlp.0", "blocks.1.mlp.0"} <= set(pnet.prunable_layer_names)
+    assert small.blocks[0]["mlp"][0].out_features < 32
+    # the attention reshapes by the embedding width read from its input: that width stays whole
+    assert small.patch.out_channels == 16 and small.cls_token.shape[-1] == 16
+
+
+def test_mixer_prunes_token_and_channel_mlps_exactly():
+    pnet, small = _prune_twice_and_check(TinyMixer(), torch.randn(2, 3, 16, 16))
+    assert {"token_mlp.0", "channel_mlp.0"} <= set(pnet.prunable_layer_names)
+    assert small.token_mlp[0].out_features < 24 or small.channel_mlp[0].out_features < 32
+
+
+def test_taylor_score_of_linear_units_matches_autograd():
+    torch.manual_seed(0)
+    model, x = TinyViT(), torch.randn(3, 3, 16, 16)
+    pnet = TaylorPrunableNetwork(model, x)
+    out, acts = pnet.forward_with_activations(x)
+    loss = out.square().sum()
+    grads = torch.autograd.grad(loss, acts)
+    pnet.update_score(acts, grads)
+    scores = pnet.layer_scores()
+    index = pnet.prunable_layer_names.index("blocks.0.mlp.0")
+    act, grad = acts[index], grads[index]  # (N, tokens, hidden)
+    expected = (act * grad).mean(dim=1).abs().mean(dim=0)
+    assert act.shape[-1] == 32 and torch.allclose(scores["blocks.0.mlp.0"], expected.detach(), rtol=1e-5)
+
+
+timm = pytest.importorskip("timm")
+
+
+@pytest.mark.parametrize("name", ["resnext26ts", "efficientnet_b0", "convnext_atto", "mixer_s16_224"])
+def test_timm_models_are_faithful_and_prune_exactly(name):
+    size = 224 if name == "mixer_s16_224" else 64
+    model = timm.create_model(name, pretrained=False, num_classes=10).eval()
+    x = torch.randn(2, 3, size, size)
+    before = _state(model)
+    pnet = TaylorPrunableNetwork(model, x, criterion="random")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in pnet.model.state_dict().items())
+    pnet.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x), pnet(x), rtol=1e-5, atol=1e-6)
+    prune_fraction(pnet, 0.3)
+    assert_exact(pnet, x)
