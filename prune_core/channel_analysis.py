@@ -29,11 +29,13 @@ _NORM_MODULE_OF_KIND = {"batch": nn.modules.batchnorm._BatchNorm, "layer": nn.La
 class ChannelAnalysis(TensorRules):
     """Walk a traced graph once, giving every value its layouts and recording the layers."""
 
-    def __init__(self, gm: fx.GraphModule, model: nn.Module) -> None:
+    def __init__(self, gm: fx.GraphModule, model: nn.Module, untraceable: dict[str, str] | None = None) -> None:
         super().__init__(SpaceSet())
         self.gm = gm
         self.model = model
         """The traced model: fx keeps only the parameters of modules it traced into, not the modules."""
+        self.untraceable = untraceable or {}
+        """Modules kept whole because fx could not trace into them -> why."""
         self.graph = ChannelGraph(spaces=self.spaces)
         self.scopes = ModuleScopes(gm)
         self.layer_nodes: dict[str, fx.Node] = {}
@@ -133,10 +135,12 @@ class ChannelAnalysis(TensorRules):
             return self._layer(node, name, "linear", module, x, functional=False)
         if isinstance(module, ops.NORM_MODULES):
             return self._norm(node, name, _norm_kind(module), x, module, module_level=True)
-        if isinstance(module, ops.CHANNELWISE_MODULES):
+        if ops.is_channelwise_module(module):
             return self.channelwise(node)
         if isinstance(module, ops.FLATTEN_MODULES):
             return self.reshape(node, [])
+        if name in self.untraceable:
+            return self.unknown(node, f"module {name} could not be traced ({self.untraceable[name]})")
         return self.unknown(node, f"unsupported module {name} ({type(module).__name__})")
 
     # -- layers -------------------------------------------------------------------------------

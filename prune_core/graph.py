@@ -15,6 +15,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from prune_core import ops
 from prune_core.channel_analysis import ChannelAnalysis
 from prune_core.graph_roles import ChannelGraph, LayerRole, MaskedNormRole, NormRole
 
@@ -42,16 +43,46 @@ def preserved_state(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+class _Tracer(fx.Tracer):
+    """fx's tracer that keeps drop-path modules and the modules in ``opaque`` whole (call_module)."""
+
+    def __init__(self, opaque: set[str]) -> None:
+        super().__init__()
+        self.opaque = opaque
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        if qualified_name in self.opaque or ops.is_channelwise_module(module):
+            return True
+        return super().is_leaf_module(module, qualified_name)
+
+
+def _trace(model: nn.Module) -> tuple[fx.GraphModule, dict[str, str]]:
+    """Trace ``model``; a submodule fx cannot trace into (Python control flow on tensor values) is
+    kept whole, as an operation the analysis does not understand. Returns the graph and those modules."""
+    untraceable: dict[str, str] = {}
+    while True:
+        tracer = _Tracer(set(untraceable))
+        try:
+            graph = tracer.trace(model)
+            return fx.GraphModule(tracer.root, graph, type(model).__name__), untraceable
+        except Exception as err:  # fx raises many exception types for untraceable code
+            path = next(reversed(tracer.module_stack.values()))[0] if tracer.module_stack else ""
+            if not path or path in untraceable:
+                raise ValueError(
+                    f"could not trace {type(model).__name__} with torch.fx ({type(err).__name__}: {err}). "
+                    "The model's forward must be traceable: no data-dependent Python control flow."
+                ) from err
+            untraceable[path] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+
+
 def trace_channels(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> ChannelGraph:
-    """Trace ``model`` on ``example_inputs`` and analyse its channel dependencies (``model`` unchanged)."""
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception as err:  # fx raises many exception types for untraceable code
-        raise ValueError(
-            f"could not trace {type(model).__name__} with torch.fx ({type(err).__name__}: {err}). "
-            "The model's forward must be traceable: no data-dependent Python control flow."
-        ) from err
-    with preserved_state(model), torch.no_grad():
+    """Trace ``model`` in training mode (so that training-only branches such as auxiliary heads are
+    part of the analysis), run it on ``example_inputs`` for the shapes, and analyse its channel
+    dependencies. ``model`` is left as it was."""
+    with preserved_state(model):
+        model.train()
+        gm, untraceable = _trace(model)
         model.eval()
-        ShapeProp(gm).propagate(*example_inputs)
-    return ChannelAnalysis(gm, model).run()
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*example_inputs)
+    return ChannelAnalysis(gm, model, untraceable).run()

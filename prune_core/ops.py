@@ -113,6 +113,24 @@ def is_channelwise_function(target: object) -> bool:
     return False
 
 
+_LIBRARY_CHANNELWISE_MODULES = {
+    "torchvision.ops.stochastic_depth": ("StochasticDepth",),
+    "timm.layers.drop": ("DropPath",),
+}
+
+
+def is_channelwise_module(module: nn.Module) -> bool:
+    """Whether a module maps channel c to channel c (:data:`CHANNELWISE_MODULES`, and the per-example
+    drop-path modules of torchvision and timm, which the tracer keeps as leaves)."""
+    if isinstance(module, CHANNELWISE_MODULES):
+        return True
+    for module_name, names in _LIBRARY_CHANNELWISE_MODULES.items():
+        library = sys.modules.get(module_name)
+        if library is not None and any(type(module) is getattr(library, name, None) for name in names):
+            return True
+    return False
+
+
 CHANNELWISE_METHODS = {
     "relu",
     "relu_",

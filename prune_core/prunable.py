@@ -276,7 +276,7 @@ class TaylorPrunableNetwork(nn.Module):
             )
         return out, acts
 
-    def _capture(self, *args, **kwargs) -> tuple[object, list[torch.Tensor], set[str]]:
+    def _capture(self, *args, require_all: bool = True, **kwargs) -> tuple[object, list[torch.Tensor], set[str]]:
         """Forward with capture; points found overwritten in place are copied from then on."""
         points = [self.model.get_submodule(self.graph.points[conv]) for conv in self._layers]
         for conv, module in zip(self._layers, points, strict=True):
@@ -298,8 +298,12 @@ class TaylorPrunableNetwork(nn.Module):
                 module._prune_act = None
             for module in inplace:
                 module.inplace = True
-        if any(act is None for act in acts):
-            raise RuntimeError("some pruning points were not reached by this forward pass")
+        missed = [conv for conv, act in zip(self._layers, acts, strict=True) if act is None]
+        if missed and require_all:
+            raise RuntimeError(
+                f"the pruning points of {missed} were not reached by this forward pass; branches that run "
+                "in training mode only (auxiliary heads) are scored in training mode."
+            )
         self._copy_points |= overwritten
         return out, acts, overwritten
 
@@ -312,7 +316,7 @@ class TaylorPrunableNetwork(nn.Module):
         """One capture pass on the example inputs to find activations modified in place."""
         with preserved_state(self.model), torch.no_grad():
             self.model.eval()
-            self._capture(*example_inputs)
+            self._capture(*example_inputs, require_all=False)
 
     # -- scoring and pruning ------------------------------------------------------------------
 

@@ -237,3 +237,60 @@ def test_timm_models_are_faithful_and_prune_exactly(name):
         assert torch.allclose(model(x), pnet(x), rtol=1e-5, atol=1e-6)
     prune_fraction(pnet, 0.3)
     assert_exact(pnet, x)
+
+
+def _no_dropout(model):
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+@pytest.mark.parametrize("wrapped_in", ["train", "eval"])
+def test_auxiliary_heads_are_analysed_and_the_pruned_network_runs_in_both_modes(wrapped_in):
+    import torchvision
+
+    torch.manual_seed(0)
+    model = _no_dropout(torchvision.models.googlenet(num_classes=10, aux_logits=True, init_weights=True))
+    x = torch.randn(2, 3, 64, 64)
+    pnet = TaylorPrunableNetwork(getattr(model, wrapped_in)(), x, criterion="random")
+    assert {"aux1.conv.conv", "aux2.fc1"} <= set(pnet.prunable_layer_names)
+    prune_fraction(pnet, 0.3)
+    small = assert_exact(pnet, x)
+    pnet.train(), small.train()
+    expected, actual = pnet(x), small(x)
+    for e, a in zip(expected, actual, strict=True):  # the main and the two auxiliary outputs
+        assert torch.allclose(e, a, rtol=1e-4, atol=1e-5)
+
+
+class Untraceable(nn.Module):
+    """Python control flow on a tensor value: fx cannot trace into it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x) if x.sum() > -1e9 else x
+
+
+class WithUntraceableBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.block, self.conv2 = nn.Conv2d(3, 8, 3), Untraceable(), nn.Conv2d(8, 12, 3)
+        self.conv3, self.head = nn.Conv2d(12, 12, 3), nn.Linear(12, 4)
+
+    def forward(self, x):
+        x = self.conv3(F.relu(self.conv2(self.block(F.relu(self.conv1(x))))))
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_module_fx_cannot_trace_is_kept_whole_and_the_rest_prunes_exactly():
+    from prune_core import analyze_network
+
+    model, x = WithUntraceableBlock(), torch.randn(2, 3, 12, 12)
+    report = analyze_network(model, x)
+    reasons = report.layers.set_index("layer")["reason"]
+    assert "could not be traced" in reasons["conv1"]
+    assert report.prunable_layer_names == ["conv2", "conv3"] and "block.conv" not in set(reasons.index)
+    _prune_twice_and_check(model, x)
