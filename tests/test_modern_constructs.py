@@ -220,11 +220,9 @@ def test_taylor_score_of_linear_units_matches_autograd():
     assert act.shape[-1] == 32 and torch.allclose(scores["blocks.0.mlp.0"], expected.detach(), rtol=1e-5)
 
 
-timm = pytest.importorskip("timm")
-
-
 @pytest.mark.parametrize("name", ["resnext26ts", "efficientnet_b0", "convnext_atto", "mixer_s16_224"])
 def test_timm_models_are_faithful_and_prune_exactly(name):
+    timm = pytest.importorskip("timm")
     size = 224 if name == "mixer_s16_224" else 64
     model = timm.create_model(name, pretrained=False, num_classes=10).eval()
     x = torch.randn(2, 3, size, size)
