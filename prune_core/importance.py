@@ -69,3 +69,20 @@ def rank_units(group_scores: list[torch.Tensor], alive: list[torch.Tensor], limi
             chosen.append((g, u))
             remaining[g] -= 1
     return chosen
+
+
+def keep_multiples(ranked: list[tuple[int, int]], alive: list[int], multiple: int) -> list[tuple[int, int]]:
+    """The ranked ``(group, unit)`` removals, cut per group so that each group keeps a multiple of
+    ``multiple`` units (or all of them); lowest-ranked units go first. ``alive``: units per group."""
+    if multiple == 1:
+        return ranked
+    wanted = [0] * len(alive)
+    for g, _ in ranked:
+        wanted[g] += 1
+    allowed = [a - min(a, -(-(a - w) // multiple) * multiple) for a, w in zip(alive, wanted, strict=True)]
+    kept: list[tuple[int, int]] = []
+    for g, u in ranked:
+        if allowed[g] > 0:
+            kept.append((g, u))
+            allowed[g] -= 1
+    return kept

@@ -9,71 +9,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from prune_core import importance, surgery
+from prune_core import hooks, importance, surgery
+from prune_core.capture import PointCapture
 from prune_core.checks import positive_int
-from prune_core.graph import ChannelGraph, preserved_state, trace_channels
+from prune_core.graph import ChannelGraph, trace_channels
 from prune_core.spaces import Layout, element_mask
-
-_IN_MASK = "_prune_in_mask"
-_NORM_MASK = "_prune_norm_mask"
-_HOOK_ATTRS = (
-    "_prune_in_active",
-    "_prune_in_dim",
-    "_prune_capture",
-    "_prune_act",
-    "_prune_version",
-    "_prune_norm_active",
-    "_prune_norm_dim",
-    "_prune_norm_eps",
-)
-_CAPTURE_ALIAS, _CAPTURE_COPY = 1, 2
-
-
-def _mask_input(module: nn.Module, args: tuple) -> tuple | None:
-    """Forward pre-hook: zero the pruned input channels of a conv or Linear."""
-    if not module._prune_in_active:
-        return None
-    x = args[0]
-    shape = [1] * x.dim()
-    shape[module._prune_in_dim] = -1
-    return (x * getattr(module, _IN_MASK).view(shape), *args[1:])
-
-
-def _masked_layer_norm(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-    """Forward hook of a LayerNorm over channels: normalise over the kept channels only, as the
-    extracted network will (pruned channels get values no kept unit reads)."""
-    if not module._prune_norm_active:
-        return None
-    x = args[0].movedim(module._prune_norm_dim, -1)
-    mask = getattr(module, _NORM_MASK).to(x.dtype)
-    kept = mask.sum()
-    centered = x - (x * mask).sum(-1, keepdim=True) / kept
-    variance = (centered.square() * mask).sum(-1, keepdim=True) / kept
-    y = centered * torch.rsqrt(variance + module._prune_norm_eps)
-    weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
-    y = y * weight if weight is not None else y
-    y = y + bias if bias is not None else y
-    return y.movedim(-1, module._prune_norm_dim)
-
-
-def _capture_point(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-    """Forward hook at a pruning point: keep the activation while capturing.
-
-    In-place modules after the point are switched off while capturing, except an
-    ``nn.ReLU(inplace=True)`` that alone consumes the point (the capture is then its output); where
-    another in-place operation (``out += identity``) would overwrite the activation, the model
-    continues with a copy.
-    """
-    if not module._prune_capture:
-        return None
-    module._prune_act, module._prune_version = output, output._version
-    return output.clone() if module._prune_capture == _CAPTURE_COPY else None
-
-
-@torch.no_grad()
-def _add_taylor_score(total: torch.Tensor, dim: int, activation: torch.Tensor, gradient: torch.Tensor) -> None:
-    """Gradient hook of :meth:`TaylorPrunableNetwork.score_on_backward`: add one batch's scores."""
-    total.add_(importance.taylor_batch_scores(activation, gradient, dim).to(total.device))
 
 
 def as_input_tuple(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -142,8 +82,8 @@ class TaylorPrunableNetwork(nn.Module):
         self._layers = [name for name in self.graph.layers if self._group_of(name) is not None]
         self._point_dims = [self.graph.point_dims[name] for name in self._layers]
         self._install_hooks()
-        self._copy_points: set[str] = set()
-        self._find_overwritten_points(as_input_tuple(example_inputs))
+        self._points = PointCapture(self.model, self.graph, self._layers)
+        self._points.find_overwritten(self.model, as_input_tuple(example_inputs))
         self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_masks())
         self._score_sum: list[torch.Tensor] | None = None
         self._score_batches = 0
@@ -178,28 +118,9 @@ class TaylorPrunableNetwork(nn.Module):
         consumers = {role.name: role for role in self.graph.layers.values() if role.groups == 1}
         self._consumer_layouts: dict[str, Layout] = {name: role.in_layout for name, role in consumers.items()}
         for name, role in consumers.items():
-            module = self.model.get_submodule(name)
-            module.register_buffer(_IN_MASK, torch.ones(0, dtype=torch.bool), persistent=False)
-            module._prune_in_active = False
-            module._prune_in_dim = 1 if role.kind == "conv" else -1
-            module.register_forward_pre_hook(_mask_input)
+            hooks.install_input_mask(self.model.get_submodule(name), 1 if role.kind == "conv" else -1)
         for name, role in self.graph.masked_norms.items():
-            module = self.model.get_submodule(name)
-            module.register_buffer(_NORM_MASK, torch.ones(0, dtype=torch.bool), persistent=False)
-            module._prune_norm_active, module._prune_norm_dim, module._prune_norm_eps = False, role.dim, role.eps
-            module.register_forward_hook(_masked_layer_norm)
-        for conv in self._layers:
-            module = self.model.get_submodule(self.graph.points[conv])
-            module._prune_capture = 0
-            module._prune_act = None
-            module.register_forward_hook(_capture_point)
-        # switched off while capturing: every in-place module after a point, except a ReLU that is,
-        # wherever it follows a point, that point's only consumer
-        graph = self.graph
-        relus = {conv: graph.relu_after_point[conv] for conv in self._layers if conv in graph.relu_after_point}
-        off = {name for conv in self._layers for name in graph.inplace_modules.get(conv, []) if relus.get(conv) != name}
-        self._inplace_modules = [self.model.get_submodule(name) for name in sorted(off)]
-        self._inplace_relus = {conv: self.model.get_submodule(name) for conv, name in relus.items() if name not in off}
+            hooks.install_norm_mask(self.model.get_submodule(name), role.dim, role.eps)
         self._refresh_masks()
 
     def _unit_masks(self) -> dict[int, torch.Tensor]:
@@ -209,15 +130,9 @@ class TaylorPrunableNetwork(nn.Module):
         """Recompute the per-module channel masks from the per-group unit masks."""
         units = self._unit_masks()
         for name, layout in self._consumer_layouts.items():
-            module = self.model.get_submodule(name)
-            mask = element_mask(layout, self.graph.spaces, units)
-            setattr(module, _IN_MASK, mask.to(getattr(module, _IN_MASK).device))
-            module._prune_in_active = not bool(mask.all())
+            hooks.set_input_mask(self.model.get_submodule(name), element_mask(layout, self.graph.spaces, units))
         for name, role in self.graph.masked_norms.items():
-            module = self.model.get_submodule(name)
-            mask = element_mask(role.layout, self.graph.spaces, units)
-            setattr(module, _NORM_MASK, mask.to(getattr(module, _NORM_MASK).device))
-            module._prune_norm_active = not bool(mask.all())
+            hooks.set_norm_mask(self.model.get_submodule(name), element_mask(role.layout, self.graph.spaces, units))
 
     # -- public properties --------------------------------------------------------------------
 
@@ -268,55 +183,13 @@ class TaylorPrunableNetwork(nn.Module):
 
         A point that only feeds an ``nn.ReLU(inplace=True)`` returns the ReLU's output (same scores).
         """
-        out, acts, overwritten = self._capture(*args, **kwargs)
+        out, acts, overwritten = self._points.run(self.model, *args, **kwargs)
         if overwritten:
             raise RuntimeError(
                 f"the activations of {sorted(overwritten)} were overwritten in place during this forward "
                 "pass; they are copied from now on, run the mini-batch again."
             )
         return out, acts
-
-    def _capture(self, *args, require_all: bool = True, **kwargs) -> tuple[object, list[torch.Tensor], set[str]]:
-        """Forward with capture; points found overwritten in place are copied from then on."""
-        points = [self.model.get_submodule(self.graph.points[conv]) for conv in self._layers]
-        for conv, module in zip(self._layers, points, strict=True):
-            module._prune_capture = _CAPTURE_COPY if conv in self._copy_points else _CAPTURE_ALIAS
-        inplace = [m for m in self._inplace_modules if m.inplace]
-        for module in inplace:
-            module.inplace = False
-        try:
-            out = self.model(*args, **kwargs)
-            acts = [module._prune_act for module in points]
-            overwritten = {
-                conv
-                for conv, module, act in zip(self._layers, points, acts, strict=True)
-                if act is not None and act._version - module._prune_version > self._expected_writes(conv)
-            }
-        finally:
-            for module in points:
-                module._prune_capture = 0
-                module._prune_act = None
-            for module in inplace:
-                module.inplace = True
-        missed = [conv for conv, act in zip(self._layers, acts, strict=True) if act is None]
-        if missed and require_all:
-            raise RuntimeError(
-                f"the pruning points of {missed} were not reached by this forward pass; branches that run "
-                "in training mode only (auxiliary heads) are scored in training mode."
-            )
-        self._copy_points |= overwritten
-        return out, acts, overwritten
-
-    def _expected_writes(self, conv: str) -> int:
-        """In-place writes a capture may see on ``conv``'s point: 1 from the in-place ReLU kept after it."""
-        relu = self._inplace_relus.get(conv)
-        return int(relu is not None and relu.inplace)
-
-    def _find_overwritten_points(self, example_inputs: tuple[torch.Tensor, ...]) -> None:
-        """One capture pass on the example inputs to find activations modified in place."""
-        with preserved_state(self.model), torch.no_grad():
-            self.model.eval()
-            self._capture(*example_inputs, require_all=False)
 
     # -- scoring and pruning ------------------------------------------------------------------
 
@@ -329,7 +202,7 @@ class TaylorPrunableNetwork(nn.Module):
         totals = self._score_totals(activations)
         for total, dim, act, grad in zip(totals, self._point_dims, activations, gradients, strict=True):
             if grad is not None:  # a point the loss does not depend on adds zeros
-                _add_taylor_score(total, dim, act, grad)
+                hooks.add_taylor_score(total, dim, act, grad)
         self._score_batches += 1
 
     def score_on_backward(self, activations: Sequence[torch.Tensor]) -> None:
@@ -345,7 +218,7 @@ class TaylorPrunableNetwork(nn.Module):
             return
         for total, dim, act in zip(self._score_totals(activations), self._point_dims, activations, strict=True):
             # the hook holds a detached alias, not ``act`` itself: no reference cycle keeps the activation alive
-            act.register_hook(functools.partial(_add_taylor_score, total, dim, act.detach()))
+            act.register_hook(functools.partial(hooks.add_taylor_score, total, dim, act.detach()))
         self._score_batches += 1
 
     def _score_totals(self, activations: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -459,22 +332,8 @@ class TaylorPrunableNetwork(nn.Module):
         return importance.rank_units(self.group_scores(), alive, limit)
 
     def _rounded(self, ranked: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """The ranked removals, cut per group so that each group keeps a multiple of
-        ``channel_multiple`` units (or all of them); lowest-ranked units go first."""
-        if self.channel_multiple == 1:
-            return ranked
         alive = [int(keep.sum()) for keep in self._unit_masks().values()]
-        wanted = [0] * len(alive)
-        for g, _ in ranked:
-            wanted[g] += 1
-        m = self.channel_multiple
-        allowed = [a - min(a, -(-(a - w) // m) * m) for a, w in zip(alive, wanted, strict=True)]
-        kept: list[tuple[int, int]] = []
-        for g, u in ranked:
-            if allowed[g] > 0:
-                kept.append((g, u))
-                allowed[g] -= 1
-        return kept
+        return importance.keep_multiples(ranked, alive, self.channel_multiple)
 
     def _remove(self, units: list[tuple[int, int]]) -> None:
         for g, u in units:
@@ -541,13 +400,6 @@ class TaylorPrunableNetwork(nn.Module):
     def to_module(self) -> nn.Module:
         """A plain ``nn.Module`` with the pruned filters physically removed (no hooks or masks)."""
         clone = copy.deepcopy(self.model)
-        for module in clone.modules():
-            for hooks in (module._forward_pre_hooks, module._forward_hooks):
-                for key in [k for k, fn in hooks.items() if fn in (_mask_input, _capture_point, _masked_layer_norm)]:
-                    del hooks[key]
-            module._buffers.pop(_IN_MASK, None)
-            module._buffers.pop(_NORM_MASK, None)
-            for attr in _HOOK_ATTRS:
-                module.__dict__.pop(attr, None)
+        hooks.remove_all(clone)
         surgery.extract(clone, self.graph, self._unit_masks())
         return clone

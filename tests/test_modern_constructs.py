@@ -292,3 +292,55 @@ def test_a_module_fx_cannot_trace_is_kept_whole_and_the_rest_prunes_exactly():
     assert "could not be traced" in reasons["conv1"]
     assert report.prunable_layer_names == ["conv2", "conv3"] and "block.conv" not in set(reasons.index)
     _prune_twice_and_check(model, x)
+
+
+class GroupNormNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.gn = nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(4, 16)
+        self.conv2, self.head = nn.Conv2d(16, 8, 3), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.conv2(F.silu(self.gn(self.conv1(x)))).mean((2, 3)))
+
+
+def test_group_norm_prunes_whole_groups_and_shrinks_num_groups():
+    pnet, small = _prune_twice_and_check(GroupNormNet(), torch.randn(2, 3, 8, 8), fraction=0.5)
+    assert pnet.group_units[pnet.layer_groups.index(["conv1"])] < 4  # units are whole groups of 4 channels
+    assert small.gn.num_channels == small.conv1.out_channels == 4 * small.gn.num_groups
+
+
+def _synthetic_images(n=256, size=16, classes=5):
+    """Images whose class is the brightest of five fixed patterns: learnable in a few epochs."""
+    generator = torch.Generator().manual_seed(0)
+    patterns = torch.randn(classes, 3, size, size, generator=generator)
+    y = torch.randint(0, classes, (n,), generator=generator)
+    x = patterns[y] + 0.5 * torch.randn(n, 3, size, size, generator=generator)
+    return x, y
+
+
+@pytest.mark.parametrize("net", [TinyConvNeXt, TinyViT], ids=["convnext", "vit"])
+def test_compress_network_reaches_the_goal_on_modern_blocks(net):
+    from prune_core import TrainingOptions, compress_network, network_metrics
+    from prune_core.compress import GOAL_REACHED
+
+    torch.manual_seed(0)
+    x, y = _synthetic_images()
+    model = net()
+    validation = {"validation_data": (x[:64], y[:64]), "validation_frequency": 4}
+    options = TrainingOptions(max_epochs=1, mini_batch_size=32, initial_learn_rate=0.01, **validation)
+    pruned, info = compress_network(
+        model, (x, y), "crossentropy", options, learnables_reduction_goal=0.3,
+        learnables_reduction_increment=0.1, verbosity_level="off",
+    )  # fmt: skip
+    assert info.stop_reason == GOAL_REACHED and info.reduction >= 0.3
+    history = info.pruning_history
+    assert history["learnables"].iloc[-1] == n_params(pruned) <= 0.7 * n_params(model)
+    assert len(history) >= 3 and len(info.training_history) > 0 and len(info.validation_history) > 0
+    assert history["val_accuracy"].notna().all()
+    pruned.train()
+    pruned(x[:4]).sum().backward()  # the smaller network trains and runs in both modes
+    pruned.eval()
+    with torch.no_grad():
+        assert pruned(x[:4]).shape == (4, 5)
+    assert network_metrics(pruned, x[:1], repeats=1).macs < network_metrics(model, x[:1], repeats=1).macs
