@@ -344,3 +344,47 @@ def test_compress_network_reaches_the_goal_on_modern_blocks(net):
     with torch.no_grad():
         assert pruned(x[:4]).shape == (4, 5)
     assert network_metrics(pruned, x[:1], repeats=1).macs < network_metrics(model, x[:1], repeats=1).macs
+
+
+class SqueezeExcite(nn.Module):
+    """The classic SE block written with sizes read from the input: ``b, c, _, _ = x.size()``."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 3)
+        self.fc1, self.fc2 = nn.Linear(channels, 4), nn.Linear(4, channels)
+        self.head = nn.Linear(channels, 3)
+
+    def forward(self, x):
+        x = self.conv(x)
+        b, c, _, _ = x.size()
+        y = F.adaptive_avg_pool2d(x, 1).view(b, c)
+        y = torch.sigmoid(self.fc2(F.relu(self.fc1(y)))).view(b, c, 1, 1)
+        return self.head((x * y).mean((2, 3)))
+
+
+class BorrowedWidth(nn.Module):
+    """A tensor reshaped by the channel count of another one, as attention code does with the
+    embedding width: equal widths are pruned together; otherwise both stay whole."""
+
+    def __init__(self, width_b):
+        super().__init__()
+        self.conv_a, self.conv_b = nn.Conv2d(3, 8, 3), nn.Conv2d(3, width_b, 3)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        a, b = self.conv_a(x), self.conv_b(x)
+        n, c = a.shape[0], a.shape[1]
+        tokens = b.permute(0, 2, 3, 1).reshape(n, -1, c).mean(1)
+        return self.head(torch.cat([a.mean((2, 3)), tokens.reshape(n, -1)], dim=1))
+
+
+def test_sizes_read_from_a_tensor_couple_or_fix_the_channels_they_count():
+    x = torch.randn(2, 3, 8, 8)
+    se = TaylorPrunableNetwork(SqueezeExcite(8), x)
+    assert set(se.prunable_layer_names) == {"conv", "fc1", "fc2"}  # fc2's outputs are conv's channels
+    assert ["conv", "fc2"] in se.layer_groups
+    _prune_twice_and_check(SqueezeExcite(8), x)
+    same_width, _ = _prune_twice_and_check(BorrowedWidth(8), x)
+    assert same_width.layer_groups == [["conv_a", "conv_b"]]
+    assert TaylorPrunableNetwork(BorrowedWidth(16), x).prunable_layer_names == []
