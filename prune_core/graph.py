@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -44,11 +45,27 @@ def preserved_state(model: nn.Module) -> Iterator[None]:
 
 
 class _Tracer(fx.Tracer):
-    """fx's tracer that keeps drop-path modules and the modules in ``opaque`` whole (call_module)."""
+    """fx's tracer that keeps drop-path modules and the modules in ``opaque`` whole (call_module),
+    and finds a parameter's name in a dict (fx searches all of them at every access)."""
 
-    def __init__(self, opaque: set[str]) -> None:
+    def __init__(self, model: nn.Module, opaque: set[str]) -> None:
         super().__init__()
         self.opaque = opaque
+        self.tensor_names = {id(t): name for name, t in [*model.named_buffers(), *model.named_parameters()]}
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        name = self.tensor_names.get(id(attr_val)) if isinstance(attr_val, torch.Tensor) else None
+        if name is not None and (isinstance(attr_val, nn.Parameter) or self.proxy_buffer_attributes):
+            if name not in parameter_proxy_cache:
+                parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {})
+            return parameter_proxy_cache[name]
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def create_arg(self, a: Any) -> Any:
+        name = self.tensor_names.get(id(a)) if isinstance(a, torch.Tensor) else None
+        if name is not None:
+            return self.create_node("get_attr", name, (), {})
+        return super().create_arg(a)
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
         if qualified_name in self.opaque or ops.is_channelwise_module(module):
@@ -61,7 +78,7 @@ def _trace(model: nn.Module) -> tuple[fx.GraphModule, dict[str, str]]:
     kept whole, as an operation the analysis does not understand. Returns the graph and those modules."""
     untraceable: dict[str, str] = {}
     while True:
-        tracer = _Tracer(set(untraceable))
+        tracer = _Tracer(model, set(untraceable))
         try:
             graph = tracer.trace(model)
             return fx.GraphModule(tracer.root, graph, type(model).__name__), untraceable
