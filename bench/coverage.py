@@ -321,27 +321,35 @@ def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def totals_table(records: list[dict]) -> list[str]:
-    """Per source: models run, and how many pass each check."""
-    lines = [
-        "| source | models | traced | faithful | prunable | exact, max reduction >= 0.5 | Torch-Pruning runnable "
-        "| timeouts | crashes | skipped |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
-    ]
+CHECKS = {
+    "traced": lambda r: r["traced"] is True,
+    "faithful": lambda r: r["faithful"] is True,
+    "prunable": lambda r: (r["prunable_units"] or 0) > 0,
+    "exact, max reduction >= 0.5": lambda r: r["exact"] is True and (r["max_reduction"] or 0) >= 0.5,
+    "Torch-Pruning runnable": lambda r: r["tp_runnable"] is True,
+}
+"""What the totals count, per model that ran."""
+
+
+def totals(records: list[dict]) -> dict[str, dict[str, int]]:
+    """Per source: models run, how many pass each of :data:`CHECKS`, timeouts, crashes, skipped."""
+    result = {}
     for source in dict.fromkeys(r["source"] for r in records):
         rows = [r for r in records if r["source"] == source]
         run = [r for r in rows if r["outcome"] != "skipped"]
-        cells = [
-            len(run),
-            sum(r["traced"] is True for r in run),
-            sum(r["faithful"] is True for r in run),
-            sum((r["prunable_units"] or 0) > 0 for r in run),
-            sum(r["exact"] is True and (r["max_reduction"] or 0) >= 0.5 for r in run),
-            sum(r["tp_runnable"] is True for r in run),
-            *(sum(r["outcome"] == outcome for r in rows) for outcome in ("timeout", "crashed", "skipped")),
-        ]
-        lines.append(f"| {source} | " + " | ".join(map(str, cells)) + " |")
-    return lines
+        counts = {"models": len(run)} | {check: sum(map(passes, run)) for check, passes in CHECKS.items()}
+        result[source] = counts | {
+            outcome: sum(r["outcome"] == outcome for r in rows) for outcome in ("timeout", "crashed", "skipped")
+        }
+    return result
+
+
+def totals_table(records: list[dict]) -> list[str]:
+    """Per source: models run, and how many pass each check."""
+    counted = totals(records)
+    columns = list(next(iter(counted.values()), {}))
+    lines = ["| source | " + " | ".join(columns) + " |", "|---|" + "--:|" * len(columns)]
+    return lines + [f"| {source} | " + " | ".join(str(c[k]) for k in columns) + " |" for source, c in counted.items()]
 
 
 def model_row(r: dict) -> str:

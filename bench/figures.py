@@ -203,6 +203,34 @@ def recipes_figure(report: dict) -> Figure:
     return fig
 
 
+def coverage_figure(report: dict) -> Figure:
+    """Share of models passing each check per source, and the maximum reduction of every model."""
+    from bench.coverage import CHECKS, totals
+
+    records = report["results"]["records"]
+    counted = totals(records)
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    share_ax, reduction_ax = fig.subplots(1, 2)
+    width = 0.8 / max(1, len(counted))
+    for i, (source, counts) in enumerate(counted.items()):
+        shares = [100 * counts[check] / max(1, counts["models"]) for check in CHECKS]
+        share_ax.bar([j + i * width for j in range(len(CHECKS))], shares, width, label=f"{source} ({counts['models']})")
+        ran = sorted((r["max_reduction"] or 0) for r in records if r["source"] == source and r["outcome"] != "skipped")
+        reduction_ax.plot(range(len(ran)), [100 * v for v in ran], marker=".", linestyle="none", label=source)
+    share_ax.set_xticks(
+        [j + 0.4 - width / 2 for j in range(len(CHECKS))], list(CHECKS), fontsize="x-small", rotation=15
+    )
+    share_ax.set_ylabel("% of models")
+    share_ax.legend(fontsize="small")
+    reduction_ax.axhline(50, color="gray", linestyle=":")
+    reduction_ax.set_xlabel("models, sorted")
+    reduction_ax.set_ylabel("maximum learnables reduction (%)")
+    reduction_ax.legend(fontsize="small")
+    for ax in (share_ax, reduction_ax):
+        ax.grid(True, axis="y")
+    return fig
+
+
 def figure_maker(benchmark: str) -> Callable[[dict], Figure] | None:
     """The figure function for a benchmark name, or None for one without a figure."""
     if benchmark.endswith(("_ablation", "_oneshot")):
@@ -216,6 +244,7 @@ def figure_maker(benchmark: str) -> Callable[[dict], Figure] | None:
         "scoring_overhead": scoring_figure,
         "speedup": speedup_figure,
         "sweep_overhead": sweep_figure,
+        "coverage": coverage_figure,
     }
     return next((make for prefix, make in prefixes.items() if benchmark.startswith(prefix)), None)
 
