@@ -159,9 +159,9 @@ class ChannelAnalysis(TensorRules):
         )
         if layout_size(in_layout) != width:
             return self.unknown(node, f"{kind} {name} input has no channel layout")
-        for d, layout in enumerate(x.dims):
-            if d != channel_dim:
-                self.fix_layout(layout, f"{kind} {name} mixes positions along channels")
+        if kind == "conv":  # a Linear treats every other position on its own; a conv mixes them
+            for layout in x.dims[2:]:
+                self.fix_layout(layout, f"conv {name} mixes positions along channels")
         out_units = module.out_channels if kind == "conv" else module.out_features
         out_space = self.spaces.new(out_units)
         out: Layout = (Segment(out_space, out_units),)

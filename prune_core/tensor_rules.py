@@ -68,6 +68,16 @@ class TensorRules:
         value = self.value(arg)
         return value if isinstance(value, TensorValue) else None
 
+    def live(self, value: TensorValue) -> TensorValue:
+        """``value`` with the layouts that can no longer be pruned dropped: what happens along
+        them (pooling, reductions, indexing) cannot make a network wrong."""
+        return TensorValue(
+            tuple(
+                None if layout and all(self.spaces.fixed_reason(seg.space) for seg in layout) else layout
+                for layout in value.dims
+            )
+        )
+
     def fresh(self, meta: Any, reason: str | None) -> Any:
         """A new value for an output the analysis cannot relate to its inputs: every non-batch
         dimension gets a space of its own (non-prunable when ``reason`` is given)."""
@@ -137,6 +147,7 @@ class TensorRules:
         in_shape, out_shape = shape_of(node.args[0]) if node.args else None, shape_of(node)
         if x is None or out_shape is None or in_shape is None or len(out_shape) != len(in_shape):
             return self.unknown(node, f"{describe(node)} changes the tensor's dimensions")
+        x = self.live(x)
         for layout, a, b in zip(x.dims, in_shape, out_shape, strict=True):
             if layout is not None and a != b:
                 return self.unknown(node, f"{describe(node)} resizes a channel dimension")
@@ -169,9 +180,11 @@ class TensorRules:
         for value, dim in entries:
             if isinstance(value, ParamView) and value.axes[dim] is not None:
                 self.bind(value, dim, layout)
-            elif not (isinstance(value, TensorValue) and value.dims[dim] is not None):
+            elif isinstance(value, ParamView):  # a broadcast or sliced parameter dim cannot be sliced
                 self.fix_layout(layout, reason)
                 self.fix_value(value, reason)
+            elif not isinstance(value, TensorValue) or value.dims[dim] is None:
+                self.fix_layout(layout, reason)  # only this dim: the operand's other dims are unaffected
         return layout
 
     # -- dimensions ---------------------------------------------------------------------------
@@ -260,7 +273,7 @@ class TensorRules:
 
     def _index(self, node: fx.Node, value: Any, index: tuple) -> Any:
         """Basic indexing: full slices keep a dim, ints drop it, partial slices keep a non-channel dim."""
-        dims = list(value.dims if isinstance(value, TensorValue) else value.axes)
+        dims = list(self.live(value).dims if isinstance(value, TensorValue) else value.axes)
         if any(item is Ellipsis for item in index):
             at = index.index(Ellipsis)
             index = index[:at] + (slice(None),) * (len(dims) - len(index) + 1) + index[at + 1 :]
@@ -287,6 +300,7 @@ class TensorRules:
         if x is None or dims is None or in_shape is None:
             return self.unknown(node, f"{describe(node)} over all dimensions")
         dims = {normalize_dim(d, len(in_shape)) for d in (dims if isinstance(dims, (list, tuple)) else [dims])}
+        x = self.live(x)
         if 0 in dims or any(x.dims[d] is not None for d in dims):
             return self.unknown(node, f"{describe(node)} over the batch or a channel dimension")
         return TensorValue(

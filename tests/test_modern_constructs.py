@@ -203,6 +203,7 @@ def test_mixer_prunes_token_and_channel_mlps_exactly():
     pnet, small = _prune_twice_and_check(TinyMixer(), torch.randn(2, 3, 16, 16))
     assert {"token_mlp.0", "channel_mlp.0"} <= set(pnet.prunable_layer_names)
     assert small.token_mlp[0].out_features < 24 or small.channel_mlp[0].out_features < 32
+    assert "patch" in pnet.prunable_layer_names  # the residual channels, through both kinds of block
 
 
 def test_taylor_score_of_linear_units_matches_autograd():
@@ -225,6 +226,10 @@ def test_timm_models_are_faithful_and_prune_exactly(name):
     timm = pytest.importorskip("timm")
     size = 224 if name == "mixer_s16_224" else 64
     model = timm.create_model(name, pretrained=False, num_classes=10).eval()
+    with torch.no_grad():  # zero-initialised heads and biases would make the comparisons vacuous
+        for param in model.parameters():
+            if not param.any():
+                param.normal_(0.0, 0.02)
     x = torch.randn(2, 3, size, size)
     before = _state(model)
     pnet = TaylorPrunableNetwork(model, x, criterion="random")
