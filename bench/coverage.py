@@ -263,22 +263,28 @@ def measure_torch_pruning(model: nn.Module, x: torch.Tensor, rec: dict) -> None:
     rec["tp_reduction"] = 1 - count(net) / rec["params"]
 
 
-def measure(source: str, name: str, model: nn.Module, x: torch.Tensor) -> dict:
+PARTS = ("engine", "peer")
+"""What a model's process measures: our engine, or Torch-Pruning (each has its own time limit)."""
+
+
+def measure(source: str, name: str, model: nn.Module, x: torch.Tensor, parts: tuple[str, ...] = PARTS) -> dict:
     """The record of one built model on input ``x``; failures are recorded, never raised."""
     rec = blank(source, name)
     start = time.perf_counter()
     rec.update(outcome="ok", params=count(model), input_shape=list(x.shape))
-    attempt(rec, "engine", lambda: measure_ours(model, x, rec))
-    try:
-        measure_torch_pruning(model, x, rec)
-        rec["tp_runnable"] = True
-    except Exception as error:
-        rec.update(tp_runnable=False, tp_error=short(error))
+    if "engine" in parts:
+        attempt(rec, "engine", lambda: measure_ours(model, x, rec))
+    if "peer" in parts:
+        try:
+            measure_torch_pruning(model, x, rec)
+            rec["tp_runnable"] = True
+        except Exception as error:
+            rec.update(tp_runnable=False, tp_error=short(error))
     rec["seconds"] = time.perf_counter() - start
     return rec
 
 
-def record(spec: str) -> dict:
+def record(spec: str, parts: tuple[str, ...] = PARTS) -> dict:
     """Build ``source:name`` (seed 0) and measure it; torchvision models over MAX_PARAMS are skipped."""
     source, _, name = spec.partition(":")
     torch.manual_seed(0)
@@ -289,26 +295,36 @@ def record(spec: str) -> dict:
     params = count(model)
     if source == "torchvision" and params > MAX_PARAMS:
         return blank(source, name) | {"outcome": "skipped", "params": params}
-    return measure(source, name, model, torch.randn(shape))
+    return measure(source, name, model, torch.randn(shape), parts)
 
 
-def run_one(spec: str, timeout: float, threads: int | None = None) -> dict:
-    """:func:`record` of ``spec`` in a fresh Python process, killed after ``timeout`` seconds."""
-    command = [sys.executable, "-m", "bench.coverage", "--one", spec]
+def run_part(spec: str, part: str, timeout: float, threads: int | None) -> dict:
+    """:func:`record` of one part of ``spec`` in a fresh Python process, killed after ``timeout`` seconds."""
+    command = [sys.executable, "-m", "bench.coverage", "--one", spec, "--part", part]
     command += ["--threads", str(threads)] if threads else []
     source, _, name = spec.partition(":")
-    start = time.perf_counter()
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
-        rec = blank(source, name) | {"outcome": "timeout", "errors": {"process": f"killed after {timeout:g} s"}}
-    else:
-        lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
-        if lines:
-            rec = json.loads(lines[-1].removeprefix(MARKER))
+        return blank(source, name) | {"outcome": "timeout", "errors": {"process": f"killed after {timeout:g} s"}}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
+    if lines:
+        return json.loads(lines[-1].removeprefix(MARKER))
+    tail = " / ".join(proc.stderr.strip().splitlines()[-2:])[-300:]
+    return blank(source, name) | {"outcome": "crashed", "errors": {"process": f"exit {proc.returncode}: {tail}"}}
+
+
+def run_one(spec: str, timeout: float, threads: int | None = None) -> dict:
+    """Our engine's record of ``spec``, then Torch-Pruning's in a process of its own: the peer
+    timing out or crashing is its outcome and leaves ours intact."""
+    start = time.perf_counter()
+    rec = run_part(spec, "engine", timeout, threads)
+    if rec["outcome"] == "ok":
+        peer = run_part(spec, "peer", timeout, threads)
+        if peer["outcome"] == "ok":
+            rec.update({key: peer[key] for key in ("tp_runnable", "tp_error", "tp_analysis_s", "tp_reduction")})
         else:
-            tail = " / ".join(proc.stderr.strip().splitlines()[-2:])[-300:]
-            rec = blank(source, name) | {"outcome": "crashed", "errors": {"process": f"exit {proc.returncode}: {tail}"}}
+            rec.update(tp_runnable=False, tp_error=f"{peer['outcome']}: {peer['errors'].get('process', '')}")
     rec["wall_s"] = time.perf_counter() - start
     return rec
 
@@ -414,12 +430,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--timeout", type=float, default=None, help=f"seconds per model (default {DEFAULT_TIMEOUT})")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of each model's process")
     parser.add_argument("--out", type=Path, default=None, help="JSON report (default bench/results/coverage.json)")
+    parser.add_argument(
+        "--merge", action="store_true", help="replace only these models' records in the existing --out report"
+    )
     parser.add_argument("--one", metavar="SOURCE:NAME", help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)  # what the child measures
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.one:
-        print(MARKER + json.dumps(record(args.one)), flush=True)
+        print(MARKER + json.dumps(record(args.one, (args.part,) if args.part else PARTS)), flush=True)
         return {}
     specs = args.models or (SMOKE if args.smoke else all_specs())
     for spec in specs:
@@ -429,9 +449,17 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out or RESULTS / ("coverage_smoke.json" if args.smoke else "coverage.json")
     command = shlex.join(["python", "-m", "bench.coverage", *(sys.argv[1:] if argv is None else argv)])
     records: list[dict] = []
+    if args.merge:
+        previous = json.loads(out.read_text())["results"]
+        records, command = previous["records"], f"{previous['command']}; then {command}"
     for i, spec in enumerate(specs, 1):
-        records.append(run_one(spec, timeout, args.threads))
-        print(f"[{i}/{len(specs)}] {spec}: {records[-1]['outcome']} in {records[-1]['wall_s']:.0f} s", flush=True)
+        rec = run_one(spec, timeout, args.threads)
+        same = [j for j, r in enumerate(records) if (r["source"], r["name"]) == (rec["source"], rec["name"])]
+        if same:
+            records[same[0]] = rec
+        else:
+            records.append(rec)
+        print(f"[{i}/{len(specs)}] {spec}: {rec['outcome']} in {rec['wall_s']:.0f} s", flush=True)
         report = save(records, out, command, timeout, args.threads)  # after each model: a killed run keeps its records
     print(markdown(report))
     return report

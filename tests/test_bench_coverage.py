@@ -66,3 +66,34 @@ def test_the_timm_sample_is_known_to_timm_and_broad():
     names = [name for family in coverage.TIMM_MODELS.values() for name in family]
     assert len(names) == len(set(names)) >= 60 and len(coverage.TIMM_MODELS) >= 30
     assert set(names) <= set(timm.list_models())
+
+
+def test_torch_pruning_timing_out_leaves_our_record_intact(monkeypatch):
+    ours = coverage.blank("timm", "swin") | {"outcome": "ok", "traced": True, "exact": True}
+
+    def fake_part(spec, part, timeout, threads):
+        if part == "engine":
+            return dict(ours)
+        return coverage.blank("timm", "swin") | {"outcome": "timeout", "errors": {"process": "killed after 9 s"}}
+
+    monkeypatch.setattr(coverage, "run_part", fake_part)
+    rec = coverage.run_one("timm:swin", timeout=9)
+    assert rec["outcome"] == "ok" and rec["traced"] is True and rec["exact"] is True
+    assert rec["tp_runnable"] is False and rec["tp_error"] == "timeout: killed after 9 s"
+
+
+def test_merge_replaces_only_the_models_run_again(monkeypatch, tmp_path):
+    runs = iter(range(100))
+    monkeypatch.setattr(
+        coverage,
+        "run_one",
+        lambda spec, timeout, threads: (
+            coverage.blank(*spec.split(":")) | {"outcome": "ok", "params": next(runs), "wall_s": 0.0}
+        ),
+    )
+    out = tmp_path / "coverage_merge.json"
+    coverage.main(["--models", "timm:a", "timm:b", "--out", str(out)])
+    coverage.main(["--models", "timm:b", "timm:c", "--out", str(out), "--merge"])
+    results = json.loads(out.read_text())["results"]
+    assert [(r["name"], r["params"]) for r in results["records"]] == [("a", 0), ("b", 2), ("c", 3)]
+    assert results["command"].count("bench.coverage") == 2 and "; then " in results["command"]
