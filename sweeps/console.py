@@ -25,6 +25,7 @@ QUIET_ENVIRONMENT = {
     "MLFLOW_LOGGING_LEVEL": "ERROR",  # read when mlflow is imported, which resets its loggers' levels
     "RAY_AIR_NEW_OUTPUT": "0",  # Tune's newer output prints its experiment box whatever the verbosity
     "RAY_DEDUP_LOGS": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # tqdm bars on every download (tqdm comes with timm)
 }
 QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "mlflow", "alembic")
 
