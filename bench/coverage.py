@@ -314,13 +314,13 @@ def run_part(spec: str, part: str, timeout: float, threads: int | None) -> dict:
     return blank(source, name) | {"outcome": "crashed", "errors": {"process": f"exit {proc.returncode}: {tail}"}}
 
 
-def run_one(spec: str, timeout: float, threads: int | None = None) -> dict:
-    """Our engine's record of ``spec``, then Torch-Pruning's in a process of its own: the peer
-    timing out or crashing is its outcome and leaves ours intact."""
+def run_one(spec: str, timeout: float, threads: int | None = None, peer_timeout: float | None = None) -> dict:
+    """Our engine's record of ``spec``, then Torch-Pruning's in a process of its own (killed after
+    ``peer_timeout``, default ``timeout``): the peer timing out or crashing is its outcome and leaves ours intact."""
     start = time.perf_counter()
     rec = run_part(spec, "engine", timeout, threads)
     if rec["outcome"] == "ok":
-        peer = run_part(spec, "peer", timeout, threads)
+        peer = run_part(spec, "peer", peer_timeout or timeout, threads)
         if peer["outcome"] == "ok":
             rec.update({key: peer[key] for key in ("tp_runnable", "tp_error", "tp_analysis_s", "tp_reduction")})
         else:
@@ -431,7 +431,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch threads of each model's process")
     parser.add_argument("--out", type=Path, default=None, help="JSON report (default bench/results/coverage.json)")
     parser.add_argument(
+        "--peer-timeout", type=float, default=None, help="seconds for Torch-Pruning (default --timeout)"
+    )
+    parser.add_argument(
         "--merge", action="store_true", help="replace only these models' records in the existing --out report"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="--merge, running only the models without a finished record (timeouts rerun)",
     )
     parser.add_argument("--one", metavar="SOURCE:NAME", help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)  # what the child measures
@@ -449,11 +457,14 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out or RESULTS / ("coverage_smoke.json" if args.smoke else "coverage.json")
     command = shlex.join(["python", "-m", "bench.coverage", *(sys.argv[1:] if argv is None else argv)])
     records: list[dict] = []
-    if args.merge:
+    if args.merge or args.resume:
         previous = json.loads(out.read_text())["results"]
         records, command = previous["records"], f"{previous['command']}; then {command}"
+    if args.resume:
+        done = {f"{r['source']}:{r['name']}" for r in records if r["outcome"] != "timeout"}
+        specs = [spec for spec in specs if spec not in done]
     for i, spec in enumerate(specs, 1):
-        rec = run_one(spec, timeout, args.threads)
+        rec = run_one(spec, timeout, args.threads, args.peer_timeout)
         same = [j for j, r in enumerate(records) if (r["source"], r["name"]) == (rec["source"], rec["name"])]
         if same:
             records[same[0]] = rec

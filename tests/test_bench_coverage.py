@@ -87,7 +87,7 @@ def test_merge_replaces_only_the_models_run_again(monkeypatch, tmp_path):
     monkeypatch.setattr(
         coverage,
         "run_one",
-        lambda spec, timeout, threads: (
+        lambda spec, timeout, threads, peer: (
             coverage.blank(*spec.split(":")) | {"outcome": "ok", "params": next(runs), "wall_s": 0.0}
         ),
     )
@@ -97,3 +97,7 @@ def test_merge_replaces_only_the_models_run_again(monkeypatch, tmp_path):
     results = json.loads(out.read_text())["results"]
     assert [(r["name"], r["params"]) for r in results["records"]] == [("a", 0), ("b", 2), ("c", 3)]
     assert results["command"].count("bench.coverage") == 2 and "; then " in results["command"]
+    coverage.main(["--models", "timm:a", "timm:d", "--out", str(out), "--resume"])  # only d is new
+    assert [(r["name"], r["params"]) for r in json.loads(out.read_text())["results"]["records"]] == [
+        ("a", 0), ("b", 2), ("c", 3), ("d", 4)
+    ]  # fmt: skip
