@@ -330,9 +330,7 @@ class ChannelAnalysis(TensorRules):
 
 
 def _norm_kind(module: nn.Module) -> str:
-    if isinstance(module, nn.LayerNorm):
-        return "layer"
-    return "group" if isinstance(module, nn.GroupNorm) else "batch"
+    return next(kind for kind, norm_type in _NORM_MODULE_OF_KIND.items() if isinstance(module, norm_type))
 
 
 def _normalized_dims(node: fx.Node, kind: str, module: Any, ndim: int) -> int | None:

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 CONV_MODULES = (nn.Conv1d, nn.Conv2d)
-BATCH_NORM_MODULES = (nn.modules.batchnorm._BatchNorm,)
 NORM_MODULES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 LINEAR_MODULES = (nn.Linear,)
 
