@@ -40,6 +40,7 @@ class ChannelAnalysis(TensorRules):
         self.scopes = ModuleScopes(gm)
         self.layer_nodes: dict[str, fx.Node] = {}
         self.pending_layer_norms: list[tuple[fx.Node, str, Layout]] = []
+        self.model_tensors = {name for name, _ in [*model.named_parameters(), *model.named_buffers()]}
         self.calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
 
     def run(self) -> ChannelGraph:
@@ -60,8 +61,10 @@ class ChannelAnalysis(TensorRules):
         if node.op == "placeholder":
             return self.fresh(meta_of(node), "network input")
         if node.op == "get_attr":
-            shape = shape_of(node)
-            return ParamView(str(node.target), tuple(range(len(shape)))) if shape is not None else None
+            shape, key = shape_of(node), str(node.target)
+            if key not in self.model_tensors:  # a constant of the trace, not a tensor of the model
+                self.opaque.setdefault(key, f"constant tensor {key} computed while tracing")
+            return ParamView(key, tuple(range(len(shape)))) if shape is not None else None
         if node.op == "output":
             self.fix_args(node.args, "network output")
             return None
@@ -117,6 +120,8 @@ class ChannelAnalysis(TensorRules):
             return self.permute(node)
         if target in ops.CONCAT_FUNCTIONS:
             return self.concat(node)
+        if target in ops.STACK_FUNCTIONS:
+            return self.stack(node)
         if target in ops.SPLIT_FUNCTIONS:
             return self.split(node)
         if target in ops.REDUCE_FUNCTIONS:

@@ -10,86 +10,46 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
 import torch
-from torch import fx, nn
+from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from prune_core import ops
+from prune_core import tracing
 from prune_core.channel_analysis import ChannelAnalysis
 from prune_core.graph_roles import ChannelGraph, LayerRole, MaskedNormRole, NormRole
 
 __all__ = ["ChannelGraph", "LayerRole", "MaskedNormRole", "NormRole", "preserved_state", "trace_channels"]
 
 
+_TENSOR_SLOTS = ("_parameters", "_buffers")
+
+
 @contextlib.contextmanager
 def preserved_state(model: nn.Module) -> Iterator[None]:
-    """Run a block on ``model`` and put back every parameter, buffer and training flag it changed.
+    """Run a block on ``model`` and put back every parameter, buffer and training flag it changed:
+    the same tensor objects, with their values.
 
     fx records the forward of a norm subclass defined outside ``torch.nn`` (timm's
     ``BatchNormAct2d``) as ``F.batch_norm(..., training=True)``: running the traced graph would
     update the running statistics even in eval mode.
     """
-    tensors = {name: t.detach().clone() for name, t in [*model.named_parameters(), *model.named_buffers()]}
+    slots = [(m.__dict__[kind], dict(m.__dict__[kind])) for m in model.modules() for kind in _TENSOR_SLOTS]
+    values = {id(t): t.detach().clone() for _, saved in slots for t in saved.values() if t is not None}
     modes = {m: m.training for m in model.modules()}
     try:
         yield
     finally:
-        current = dict([*model.named_parameters(), *model.named_buffers()])
+        for current, saved in slots:  # a forward may replace a tensor (a cache rebuilt at a new shape)
+            current.clear()
+            current.update(saved)
         with torch.no_grad():
-            for name, saved in tensors.items():
-                current[name].copy_(saved)
+            for _, saved in slots:
+                for tensor in saved.values():
+                    if tensor is not None:
+                        tensor.copy_(values[id(tensor)])
         for module, training in modes.items():
             module.training = training
-
-
-class _Tracer(fx.Tracer):
-    """fx's tracer that keeps drop-path modules and the modules in ``opaque`` whole (call_module),
-    and finds a parameter's name in a dict (fx searches all of them at every access)."""
-
-    def __init__(self, model: nn.Module, opaque: set[str]) -> None:
-        super().__init__()
-        self.opaque = opaque
-        self.tensor_names = {id(t): name for name, t in [*model.named_buffers(), *model.named_parameters()]}
-
-    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
-        name = self.tensor_names.get(id(attr_val)) if isinstance(attr_val, torch.Tensor) else None
-        if name is not None and (isinstance(attr_val, nn.Parameter) or self.proxy_buffer_attributes):
-            if name not in parameter_proxy_cache:
-                parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {})
-            return parameter_proxy_cache[name]
-        return super().getattr(attr, attr_val, parameter_proxy_cache)
-
-    def create_arg(self, a: Any) -> Any:
-        name = self.tensor_names.get(id(a)) if isinstance(a, torch.Tensor) else None
-        if name is not None:
-            return self.create_node("get_attr", name, (), {})
-        return super().create_arg(a)
-
-    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        if qualified_name in self.opaque or ops.is_channelwise_module(module):
-            return True
-        return super().is_leaf_module(module, qualified_name)
-
-
-def _trace(model: nn.Module) -> tuple[fx.GraphModule, dict[str, str]]:
-    """Trace ``model``; a submodule fx cannot trace into (Python control flow on tensor values) is
-    kept whole, as an operation the analysis does not understand. Returns the graph and those modules."""
-    untraceable: dict[str, str] = {}
-    while True:
-        tracer = _Tracer(model, set(untraceable))
-        try:
-            graph = tracer.trace(model)
-            return fx.GraphModule(tracer.root, graph, type(model).__name__), untraceable
-        except Exception as err:  # fx raises many exception types for untraceable code
-            path = next(reversed(tracer.module_stack.values()))[0] if tracer.module_stack else ""
-            if not path or path in untraceable:
-                raise ValueError(
-                    f"could not trace {type(model).__name__} with torch.fx ({type(err).__name__}: {err}). "
-                    "The model's forward must be traceable: no data-dependent Python control flow."
-                ) from err
-            untraceable[path] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
 
 
 def trace_channels(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> ChannelGraph:
@@ -98,8 +58,13 @@ def trace_channels(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -
     dependencies. ``model`` is left as it was."""
     with preserved_state(model):
         model.train()
-        gm, untraceable = _trace(model)
+        with torch.random.fork_rng(devices=_cuda_devices(example_inputs)):  # tracing may run dropout
+            gm, untraceable = tracing.trace(model, example_inputs)
         model.eval()
         with torch.no_grad():
             ShapeProp(gm).propagate(*example_inputs)
     return ChannelAnalysis(gm, model, untraceable).run()
+
+
+def _cuda_devices(tensors: tuple[torch.Tensor, ...]) -> list[int]:
+    return sorted({t.device.index or 0 for t in tensors if isinstance(t, torch.Tensor) and t.is_cuda})

@@ -182,6 +182,7 @@ PERMUTE_FUNCTIONS = {torch.permute, torch.transpose, torch.movedim, torch.swapax
 PERMUTE_METHODS = {"permute", "transpose", "movedim", "swapaxes"}
 
 CONCAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
+STACK_FUNCTIONS = {torch.stack}
 SPLIT_FUNCTIONS = {torch.chunk, torch.split}
 SPLIT_METHODS = {"chunk", "split"}
 

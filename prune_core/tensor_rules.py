@@ -158,8 +158,8 @@ class TensorRules:
         """Element-wise operation of broadcast operands: laid-out dims merge; a parameter whose
         dimension meets channels is sliced with them; anything else along channels fixes them."""
         out_shape = shape_of(node)
-        shaped = [(arg, shape_of(arg)) for arg in operands if shape_of(arg) is not None]
-        if out_shape is None or not any(isinstance(self.value(arg), TensorValue) for arg, _ in shaped):
+        shaped = [(self.value(arg), shape_of(arg)) for arg in operands if shape_of(arg) is not None]
+        if out_shape is None or not any(isinstance(value, TensorValue) for value, _ in shaped):
             return self.unknown(node, f"{describe(node)} of parameters or constants only")
         result: list[Layout | None] = []
         for i, size in enumerate(out_shape):
@@ -168,10 +168,10 @@ class TensorRules:
 
     def _broadcast_dim(self, node: fx.Node, shaped: list, offset: int, size: int) -> Layout | None:
         entries = []  # (value, dim) of each operand that spans this output dim in full
-        for arg, shape in shaped:
+        for value, shape in shaped:
             dim = len(shape) + offset
             if dim >= 0 and shape[dim] == size and size > 1:
-                entries.append((self.value(arg), dim))
+                entries.append((value, dim))
         layouts = [v.dims[d] for v, d in entries if isinstance(v, TensorValue) and v.dims[d] is not None]
         if not layouts:
             return None
@@ -327,8 +327,25 @@ class TensorRules:
             if i == dim:
                 result.append(merged)
                 continue
-            result.append(self._broadcast_dim(node, list(zip(tensors, shapes, strict=True)), i - len(out_shape), size))
+            result.append(self._broadcast_dim(node, list(zip(values, shapes, strict=True)), i - len(out_shape), size))
         return TensorValue(tuple(result))
+
+    def stack(self, node: fx.Node) -> Any:
+        """``torch.stack``: a concatenation along a new dimension, which holds no channels."""
+        tensors, out_shape = list(node.args[0]), shape_of(node)
+        shapes = [shape_of(t) for t in tensors]
+        if out_shape is None or any(s is None for s in shapes):
+            return self.unknown(node, "stack of non-tensors")
+        dim = normalize_dim(dim_arg(node, 1, "dim", 0), len(out_shape))
+        operands = [
+            (_with_new_dim(self.value(t), dim), [*s[:dim], 1, *s[dim:]]) for t, s in zip(tensors, shapes, strict=True)
+        ]
+        return TensorValue(
+            tuple(
+                None if i == dim else self._broadcast_dim(node, operands, i - len(out_shape), size)
+                for i, size in enumerate(out_shape)
+            )
+        )
 
     def split(self, node: fx.Node) -> Any:
         x, in_shape = self.tensor(node.args[0]), shape_of(node.args[0])
@@ -368,3 +385,12 @@ class TensorRules:
             layout for arg in node.args if isinstance(self.value(arg), SizeValue) for layout in self.value(arg).sources
         )
         return SizeValue(None, sources) if sources else None
+
+
+def _with_new_dim(value: Any, dim: int) -> Any:
+    """``value`` seen through ``unsqueeze(dim)``."""
+    if isinstance(value, TensorValue):
+        return TensorValue((*value.dims[:dim], None, *value.dims[dim:]))
+    if isinstance(value, ParamView):
+        return ParamView(value.key, (*value.axes[:dim], None, *value.axes[dim:]))
+    return value
