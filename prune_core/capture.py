@@ -65,8 +65,12 @@ class PointCapture:
         relu = self.inplace_relus.get(name)
         return int(relu is not None and relu.inplace)
 
-    def find_overwritten(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> None:
-        """One capture pass (eval mode, no gradients, state restored) to find points modified in place."""
-        with preserved_state(model), torch.no_grad():
+    def find_overwritten(
+        self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...], pristine: nn.Module | None = None
+    ) -> None:
+        """One capture pass (eval mode, no gradients, state restored) to find points modified in place,
+        on the first example of the batch: which operations write in place does not depend on it."""
+        first = tuple(t[:1] if isinstance(t, torch.Tensor) and t.dim() else t for t in example_inputs)
+        with preserved_state(model, pristine), torch.no_grad():
             model.eval()
-            self.run(model, *example_inputs, require_all=False)
+            self.run(model, *first, require_all=False)

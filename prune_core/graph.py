@@ -26,16 +26,18 @@ _TENSOR_SLOTS = ("_parameters", "_buffers")
 
 
 @contextlib.contextmanager
-def preserved_state(model: nn.Module) -> Iterator[None]:
+def preserved_state(model: nn.Module, pristine: nn.Module | None = None) -> Iterator[None]:
     """Run a block on ``model`` and put back every parameter, buffer and training flag it changed:
     the same tensor objects, with their values.
 
     fx records the forward of a norm subclass defined outside ``torch.nn`` (timm's
     ``BatchNormAct2d``) as ``F.batch_norm(..., training=True)``: running the traced graph would
-    update the running statistics even in eval mode.
+    update the running statistics even in eval mode. The values are read back from ``pristine``, an
+    unchanged model of which ``model`` is a copy; without it they are cloned first.
     """
     slots = [(m.__dict__[kind], dict(m.__dict__[kind])) for m in model.modules() for kind in _TENSOR_SLOTS]
-    values = {id(t): t.detach().clone() for _, saved in slots for t in saved.values() if t is not None}
+    tensors = {id(t): t for _, saved in slots for t in saved.values() if t is not None}
+    originals = _originals(model, tensors, pristine)
     modes = {m: m.training for m in model.modules()}
     try:
         yield
@@ -44,19 +46,35 @@ def preserved_state(model: nn.Module) -> Iterator[None]:
             current.clear()
             current.update(saved)
         with torch.no_grad():
-            for _, saved in slots:
-                for tensor in saved.values():
-                    if tensor is not None:
-                        tensor.copy_(values[id(tensor)])
+            for key, tensor in tensors.items():
+                tensor.copy_(originals[key])
         for module, training in modes.items():
             module.training = training
 
 
-def trace_channels(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> ChannelGraph:
+def _originals(
+    model: nn.Module, tensors: dict[int, torch.Tensor], pristine: nn.Module | None
+) -> dict[int, torch.Tensor]:
+    """The values to restore, by tensor id: the same-named tensors of ``pristine``, else clones."""
+    source = dict(_named_tensors(pristine)) if pristine is not None else {}
+    names = {id(t): name for name, t in _named_tensors(model)}
+    return {
+        key: source[names[key]].detach() if names.get(key) in source else t.detach().clone()
+        for key, t in tensors.items()
+    }
+
+
+def _named_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+
+
+def trace_channels(
+    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], pristine: nn.Module | None = None
+) -> ChannelGraph:
     """Trace ``model`` in training mode (so that training-only branches such as auxiliary heads are
     part of the analysis), run it on ``example_inputs`` for the shapes, and analyse its channel
-    dependencies. ``model`` is left as it was."""
-    with preserved_state(model):
+    dependencies. ``model`` is left as it was (see :func:`preserved_state` for ``pristine``)."""
+    with preserved_state(model, pristine):
         model.train()
         with torch.random.fork_rng(devices=_cuda_devices(example_inputs)):  # tracing may run dropout
             gm, untraceable = tracing.trace(model, example_inputs)

@@ -492,3 +492,23 @@ def test_stacked_paths_share_their_channels_and_prune_exactly():
     assert "stem" in pnet.prunable_layer_names
     _, small = _prune_twice_and_check(model, x)
     assert small.path_weight.shape[2] == small.path_a.out_channels == small.path_b.out_channels
+
+
+class DecayingWeights(nn.Module):
+    """A forward that changes a parameter through ``.data`` (no version count): every run halves it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.head = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Linear(8, 2)
+
+    def forward(self, x):
+        self.conv2.weight.data.mul_(0.5)
+        return self.head(self.conv2(F.relu(self.conv1(x))).mean((2, 3)))
+
+
+def test_parameters_a_forward_changes_are_put_back_after_tracing_and_capture():
+    model, x = DecayingWeights(), torch.randn(2, 3, 8, 8)
+    pnet = TaylorPrunableNetwork(copy.deepcopy(model), x)
+    assert torch.equal(pnet.model.conv2.weight, model.conv2.weight)
+    with torch.no_grad():
+        assert torch.allclose(model(x), pnet(x), rtol=1e-5, atol=1e-6)
