@@ -264,6 +264,7 @@ def measure_torch_pruning(model: nn.Module, x: torch.Tensor, rec: dict) -> None:
 
 
 PARTS = ("engine", "peer")
+PEER_FIELDS = ("tp_runnable", "tp_error", "tp_analysis_s", "tp_reduction")
 """What a model's process measures: our engine, or Torch-Pruning (each has its own time limit)."""
 
 
@@ -314,17 +315,20 @@ def run_part(spec: str, part: str, timeout: float, threads: int | None) -> dict:
     return blank(source, name) | {"outcome": "crashed", "errors": {"process": f"exit {proc.returncode}: {tail}"}}
 
 
-def run_one(spec: str, timeout: float, threads: int | None = None, peer_timeout: float | None = None) -> dict:
-    """Our engine's record of ``spec``, then Torch-Pruning's in a process of its own (killed after
-    ``peer_timeout``, default ``timeout``): the peer timing out or crashing is its outcome and leaves ours intact."""
+def run_one(
+    spec: str, timeout: float, threads: int | None = None, peer_timeout: float | None = None, peer: bool = True
+) -> dict:
+    """Our engine's record of ``spec``, then (unless ``peer`` is false) Torch-Pruning's in a process
+    of its own (killed after ``peer_timeout``, default ``timeout``): the peer timing out or crashing
+    is its outcome and leaves ours intact."""
     start = time.perf_counter()
     rec = run_part(spec, "engine", timeout, threads)
-    if rec["outcome"] == "ok":
-        peer = run_part(spec, "peer", peer_timeout or timeout, threads)
-        if peer["outcome"] == "ok":
-            rec.update({key: peer[key] for key in ("tp_runnable", "tp_error", "tp_analysis_s", "tp_reduction")})
+    if rec["outcome"] == "ok" and peer:
+        peer_rec = run_part(spec, "peer", peer_timeout or timeout, threads)
+        if peer_rec["outcome"] == "ok":
+            rec.update({key: peer_rec[key] for key in PEER_FIELDS})
         else:
-            rec.update(tp_runnable=False, tp_error=f"{peer['outcome']}: {peer['errors'].get('process', '')}")
+            rec.update(tp_runnable=False, tp_error=f"{peer_rec['outcome']}: {peer_rec['errors'].get('process', '')}")
     rec["wall_s"] = time.perf_counter() - start
     return rec
 
@@ -441,6 +445,9 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="--merge, running only the models without a finished record (timeouts rerun)",
     )
+    parser.add_argument(
+        "--engine-only", action="store_true", help="--merge, rerunning our engine only: the peer's fields are kept"
+    )
     parser.add_argument("--one", metavar="SOURCE:NAME", help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)  # what the child measures
     args = parser.parse_args(argv)
@@ -457,15 +464,17 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out or RESULTS / ("coverage_smoke.json" if args.smoke else "coverage.json")
     command = shlex.join(["python", "-m", "bench.coverage", *(sys.argv[1:] if argv is None else argv)])
     records: list[dict] = []
-    if args.merge or args.resume:
+    if args.merge or args.resume or args.engine_only:
         previous = json.loads(out.read_text())["results"]
         records, command = previous["records"], f"{previous['command']}; then {command}"
     if args.resume:
         done = {f"{r['source']}:{r['name']}" for r in records if r["outcome"] != "timeout"}
         specs = [spec for spec in specs if spec not in done]
     for i, spec in enumerate(specs, 1):
-        rec = run_one(spec, timeout, args.threads, args.peer_timeout)
+        rec = run_one(spec, timeout, args.threads, args.peer_timeout, peer=not args.engine_only)
         same = [j for j, r in enumerate(records) if (r["source"], r["name"]) == (rec["source"], rec["name"])]
+        if same and args.engine_only:
+            rec.update({key: records[same[0]][key] for key in PEER_FIELDS})
         if same:
             records[same[0]] = rec
         else:

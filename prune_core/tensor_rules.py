@@ -41,7 +41,8 @@ def describe(node: fx.Node) -> str:
     if node.op == "call_module":
         return f"module {node.target}"
     target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
-    return f"operation {target}"
+    stack = list((node.meta.get("nn_module_stack") or {}).values())
+    return f"operation {target} in {stack[-1][0]}" if stack and stack[-1][0] else f"operation {target}"
 
 
 def dim_arg(node: fx.Node, position: int, name: str, default: Any = None) -> Any:
@@ -348,6 +349,9 @@ class TensorRules:
         )
 
     def split(self, node: fx.Node) -> Any:
+        """``chunk`` / ``split`` along any dim. Along channels the pieces must cut at segment
+        boundaries. Equal chunks are pruned in step (a chunk boundary moves with the channels);
+        sizes given as numbers stay those numbers in the pruned network, so they fix the channels."""
         x, in_shape = self.tensor(node.args[0]), shape_of(node.args[0])
         metas = meta_of(node)
         if x is None or in_shape is None or not isinstance(metas, (tuple, list)):
@@ -364,8 +368,13 @@ class TensorRules:
                 want -= piece[-1].size
             if want:
                 return self.unknown(node, f"{describe(node)} splits a channel group")
-            pieces.append(TensorValue(x.dims[:dim] + (tuple(piece),) + x.dims[dim + 1 :]))
-        return tuple(pieces)
+            pieces.append(tuple(piece))
+        chunked = getattr(node.target, "__name__", node.target) == "chunk"
+        if chunked and len({tuple(seg.size for seg in piece) for piece in pieces}) == 1:
+            self.unify(pieces, f"{describe(node)} of differently split channels")
+        else:
+            self.fix_layout(layout, f"{describe(node)} splits channels at given sizes")
+        return tuple(TensorValue(x.dims[:dim] + (piece,) + x.dims[dim + 1 :]) for piece in pieces)
 
     def size_query(self, node: fx.Node) -> Any:
         """``x.shape``, ``x.size()``, ``x.size(d)``: sizes that remember the channels they count."""

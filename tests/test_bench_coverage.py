@@ -87,8 +87,9 @@ def test_merge_replaces_only_the_models_run_again(monkeypatch, tmp_path):
     monkeypatch.setattr(
         coverage,
         "run_one",
-        lambda spec, timeout, threads, peer: (
-            coverage.blank(*spec.split(":")) | {"outcome": "ok", "params": next(runs), "wall_s": 0.0}
+        lambda spec, timeout, threads, peer_timeout, peer=True: (
+            coverage.blank(*spec.split(":"))
+            | {"outcome": "ok", "params": next(runs), "wall_s": 0.0, "tp_runnable": peer or None}
         ),
     )
     out = tmp_path / "coverage_merge.json"
@@ -101,3 +102,6 @@ def test_merge_replaces_only_the_models_run_again(monkeypatch, tmp_path):
     assert [(r["name"], r["params"]) for r in json.loads(out.read_text())["results"]["records"]] == [
         ("a", 0), ("b", 2), ("c", 3), ("d", 4)
     ]  # fmt: skip
+    coverage.main(["--models", "timm:b", "--out", str(out), "--engine-only"])  # ours again, the peer's fields kept
+    b = next(r for r in json.loads(out.read_text())["results"]["records"] if r["name"] == "b")
+    assert (b["params"], b["tp_runnable"]) == (5, True)

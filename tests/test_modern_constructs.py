@@ -512,3 +512,27 @@ def test_parameters_a_forward_changes_are_put_back_after_tracing_and_capture():
     assert torch.equal(pnet.model.conv2.weight, model.conv2.weight)
     with torch.no_grad():
         assert torch.allclose(model(x), pnet(x), rtol=1e-5, atol=1e-6)
+
+
+class ConcatThenSplit(nn.Module):
+    """Two convs concatenated, then split back along channels by ``how``."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.conv_a, self.conv_b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1)
+        self.conv_c, self.conv_d, self.head = nn.Conv2d(8, 6, 3), nn.Conv2d(8, 6, 3), nn.Linear(6, 2)
+
+    def forward(self, x):
+        y = torch.cat([F.relu(self.conv_a(x)), F.relu(self.conv_b(x))], dim=1)
+        p, q = y.chunk(2, dim=1) if self.how == "chunk" else y.split(8, dim=1)
+        return self.head((self.conv_c(p) + self.conv_d(q)).mean((2, 3)))
+
+
+def test_a_split_into_equal_chunks_prunes_the_chunks_in_step_and_a_literal_split_size_fixes_them():
+    x = torch.randn(2, 3, 8, 8)
+    pnet, small = _prune_twice_and_check(ConcatThenSplit("chunk"), x)
+    assert ["conv_a", "conv_b"] in pnet.layer_groups  # unequal halves would move the chunk boundary
+    assert small.conv_a.out_channels == small.conv_b.out_channels < 8
+    pnet = TaylorPrunableNetwork(ConcatThenSplit("split"), x)
+    assert not {"conv_a", "conv_b"} & set(pnet.prunable_layer_names)  # split(8) stays 8 in the pruned network
