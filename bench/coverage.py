@@ -74,7 +74,7 @@ TIMM_MODELS: dict[str, tuple[str, ...]] = {
     "swin_transformer": ("swin_tiny_patch4_window7_224",), "vision_transformer": ("vit_tiny_patch16_224",),
     "deit": ("deit_tiny_patch16_224",), "cait": ("cait_xxs24_224",), "crossvit": ("crossvit_tiny_240",),
     "tnt": ("tnt_s_patch16_224",), "volo": ("volo_d1_224",), "xcit": ("xcit_nano_12_p16_224",),
-    "mlp_mixer": ("mixer_s16_224", "resmlp_12_224"),
+    "mlp_mixer": ("mixer_s16_224", "resmlp_12_224", "gmlp_ti16_224"),
 }
 # fmt: on
 

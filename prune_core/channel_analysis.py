@@ -8,6 +8,7 @@ rules that only move layouts are in :class:`prune_core.tensor_rules.TensorRules`
 
 from __future__ import annotations
 
+import math
 import operator
 from collections import Counter
 from typing import Any
@@ -29,13 +30,21 @@ _NORM_MODULE_OF_KIND = {"batch": nn.modules.batchnorm._BatchNorm, "layer": nn.La
 class ChannelAnalysis(TensorRules):
     """Walk a traced graph once, giving every value its layouts and recording the layers."""
 
-    def __init__(self, gm: fx.GraphModule, model: nn.Module, untraceable: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        model: nn.Module,
+        untraceable: dict[str, str] | None = None,
+        parts: dict[str, int] | None = None,
+    ) -> None:
         super().__init__(SpaceSet())
         self.gm = gm
         self.model = model
         """The traced model: fx keeps only the parameters of modules it traced into, not the modules."""
         self.untraceable = untraceable or {}
         """Modules kept whole because fx could not trace into them -> why."""
+        self.parts = parts or {}
+        """Layer -> the number of equal parts its units are made of (a split cuts its output)."""
         self.graph = ChannelGraph(spaces=self.spaces)
         self.scopes = ModuleScopes(gm)
         self.layer_nodes: dict[str, fx.Node] = {}
@@ -54,6 +63,24 @@ class ChannelAnalysis(TensorRules):
         self.graph.bound = self.bound
         self._find_points()
         return self.graph
+
+    def wanted_parts(self) -> dict[str, int]:
+        """Layer -> equal parts its units should be made of, so that the splits that asked for cuts
+        (:meth:`request_cuts`) fall between parts. Every layer of a cut space's group is cut alike."""
+        wanted: dict[str, int] = {}
+        for space, parts in self.cut_requests:
+            root = self.spaces.find(space)
+            owners = [
+                role
+                for role in self.graph.layers.values()
+                if any(self.spaces.find(seg.space) == root for seg in role.out_layout)
+            ]
+            cuts = {role.name: math.lcm(wanted.get(role.name, 1), len(role.out_layout) * parts) for role in owners}
+            if owners and all(
+                role.groups == 1 and not layout_size(role.out_layout) % cuts[role.name] for role in owners
+            ):
+                wanted.update(cuts)
+        return wanted
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -88,6 +115,8 @@ class ChannelAnalysis(TensorRules):
             return self.permute(node)
         if target in ops.SPLIT_METHODS:
             return self.split(node)
+        if target in ops.SOFTMAX_METHODS:
+            return self.softmax(node)
         if target in ops.REDUCE_METHODS:
             return self.reduce(node)
         return self.unknown(node, f"unsupported tensor method .{target}()")
@@ -124,6 +153,8 @@ class ChannelAnalysis(TensorRules):
             return self.stack(node)
         if target in ops.SPLIT_FUNCTIONS:
             return self.split(node)
+        if target in ops.SOFTMAX_FUNCTIONS:
+            return self.softmax(node)
         if target in ops.REDUCE_FUNCTIONS:
             return self.reduce(node)
         return self.unknown(node, f"unsupported operation {getattr(target, '__name__', str(target))}")
@@ -168,9 +199,10 @@ class ChannelAnalysis(TensorRules):
             for layout in x.dims[2:]:
                 self.fix_layout(layout, f"conv {name} mixes positions along channels")
         out_units = module.out_channels if kind == "conv" else module.out_features
-        out_space = self.spaces.new(out_units)
-        out: Layout = (Segment(out_space, out_units),)
         groups = getattr(module, "groups", 1)
+        parts = self.parts.get(name, 1) if groups == 1 else 1
+        out: Layout = tuple(Segment(self.spaces.new(out_units // parts), out_units // parts) for _ in range(parts))
+        out_space = out[0].space
         if groups > 1:
             if len(in_layout) == 1:
                 # unit u of the input and of the output is the same set of whole groups

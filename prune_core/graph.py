@@ -9,10 +9,11 @@ it touches non-prunable, so the engine never produces a network that computes so
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
-from torch import nn
+from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from prune_core import tracing
@@ -81,7 +82,23 @@ def trace_channels(
         model.eval()
         with torch.no_grad():
             ShapeProp(gm).propagate(*example_inputs)
-    return ChannelAnalysis(gm, model, untraceable).run()
+    return _analyse(gm, model, untraceable)
+
+
+_MAX_PASSES = 3
+
+
+def _analyse(gm: fx.GraphModule, model: nn.Module, untraceable: dict[str, str]) -> ChannelGraph:
+    """The channel analysis, run again while splits ask for layers' units to be cut into parts."""
+    parts: dict[str, int] = {}
+    for _ in range(_MAX_PASSES):
+        analysis = ChannelAnalysis(gm, model, untraceable, parts)
+        graph = analysis.run()
+        wanted = {name: math.lcm(parts.get(name, 1), n) for name, n in analysis.wanted_parts().items()}
+        if all(parts.get(name) == n for name, n in wanted.items()):
+            break
+        parts |= wanted
+    return graph
 
 
 def _cuda_devices(tensors: tuple[torch.Tensor, ...]) -> list[int]:

@@ -9,7 +9,8 @@ from prune_core.spaces import Layout, SpaceSet
 
 @dataclass(frozen=True)
 class LayerRole:
-    """A conv or Linear: reads ``in_layout`` and produces ``out_layout`` (its filters or units).
+    """A conv or Linear: reads ``in_layout`` and produces ``out_layout`` (its filters or units):
+    one segment, or several equal parts where a split of its output needs them.
 
     ``functional``: the layer is a subclass fx traced into (its weights are sliced through
     :attr:`ChannelGraph.bound`, not by name).

@@ -38,11 +38,6 @@ def l1_filter_norms(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().abs().flatten(1).sum(dim=1)
 
 
-def to_units(channel_scores: torch.Tensor, n_units: int) -> torch.Tensor:
-    """Sum channel scores over the channels of each pruning unit."""
-    return channel_scores.reshape(n_units, -1).sum(dim=1)
-
-
 def normalized(scores: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
     """L2-normalise one layer's unit scores over its remaining units (pruned units score 0)."""
     scores = scores * alive

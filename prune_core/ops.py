@@ -186,6 +186,9 @@ STACK_FUNCTIONS = {torch.stack}
 SPLIT_FUNCTIONS = {torch.chunk, torch.split}
 SPLIT_METHODS = {"chunk", "split"}
 
+SOFTMAX_FUNCTIONS = {torch.softmax, torch.log_softmax, F.softmax, F.log_softmax}
+SOFTMAX_METHODS = {"softmax", "log_softmax"}
+
 REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax}
 REDUCE_METHODS = {"mean", "sum", "amax"}
 

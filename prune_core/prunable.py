@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Sequence
 
 import torch
@@ -14,6 +13,7 @@ from prune_core.capture import PointCapture
 from prune_core.checks import positive_int
 from prune_core.graph import ChannelGraph, trace_channels
 from prune_core.spaces import Layout, element_mask
+from prune_core.taylor_scores import ScoreState, TaylorScoreSums
 
 
 def as_input_tuple(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -79,14 +79,13 @@ class TaylorPrunableNetwork(nn.Module):
         self._groups = self._select_groups(layer_names)
         for i, root in enumerate(self._groups):
             self.register_buffer(f"keep_{i}", torch.ones(self.graph.spaces.units(root), dtype=torch.bool))
-        self._layers = [name for name in self.graph.layers if self._group_of(name) is not None]
+        self._layers = [name for name in self.graph.layers if self._groups_of(name)]
         self._point_dims = [self.graph.point_dims[name] for name in self._layers]
         self._install_hooks()
         self._points = PointCapture(self.model, self.graph, self._layers)
         self._points.find_overwritten(self.model, as_input_tuple(example_inputs), pristine=model)
         self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_masks())
-        self._score_sum: list[torch.Tensor] | None = None
-        self._score_batches = 0
+        self._scores = TaylorScoreSums(self._point_dims)
 
     # -- structure ----------------------------------------------------------------------------
 
@@ -110,9 +109,14 @@ class TaylorPrunableNetwork(nn.Module):
             )
         return [root for root, convs in groups.items() if set(convs) & set(layer_names)]
 
-    def _group_of(self, conv_name: str) -> int | None:
-        root = self.graph.spaces.find(self.graph.layers[conv_name].out_layout[0].space)
-        return self._groups.index(root) if root in self._groups else None
+    def _segment_groups(self, conv_name: str) -> list[int | None]:
+        """The group of each segment of a layer's units (``None``: not pruned). A layer whose
+        output is split has several segments, in one group or in several."""
+        roots = [self.graph.spaces.find(seg.space) for seg in self.graph.layers[conv_name].out_layout]
+        return [self._groups.index(root) if root in self._groups else None for root in roots]
+
+    def _groups_of(self, conv_name: str) -> list[int]:
+        return sorted({g for g in self._segment_groups(conv_name) if g is not None})
 
     def _install_hooks(self) -> None:
         consumers = {role.name: role for role in self.graph.layers.values() if role.groups == 1}
@@ -144,7 +148,7 @@ class TaylorPrunableNetwork(nn.Module):
     @property
     def layer_groups(self) -> list[list[str]]:
         """The prunable convs of each coupled group (their filters are removed together)."""
-        return [[conv for conv in self._layers if self._group_of(conv) == g] for g in range(len(self._groups))]
+        return [[conv for conv in self._layers if g in self._groups_of(conv)] for g in range(len(self._groups))]
 
     @property
     def group_units(self) -> list[int]:
@@ -159,7 +163,7 @@ class TaylorPrunableNetwork(nn.Module):
     @property
     def has_scores(self) -> bool:
         """Whether Taylor scores were accumulated since the last pruning step."""
-        return self._score_batches > 0
+        return self._scores.batches > 0
 
     def filter_masks(self) -> dict[str, torch.Tensor]:
         """Keep-mask over the filters of every prunable conv (True = kept)."""
@@ -193,17 +197,11 @@ class TaylorPrunableNetwork(nn.Module):
 
     # -- scoring and pruning ------------------------------------------------------------------
 
-    @torch.no_grad()
     def update_score(self, activations: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor | None]) -> None:
         """Accumulate Taylor scores from one mini-batch (a no-op for ``l1`` and ``random``)."""
         self._check_point_count("update_score", len(activations), len(gradients))
-        if self.criterion != "taylor":
-            return
-        totals = self._score_totals(activations)
-        for total, dim, act, grad in zip(totals, self._point_dims, activations, gradients, strict=True):
-            if grad is not None:  # a point the loss does not depend on adds zeros
-                hooks.add_taylor_score(total, dim, act, grad)
-        self._score_batches += 1
+        if self.criterion == "taylor":
+            self._scores.add(activations, gradients)
 
     def score_on_backward(self, activations: Sequence[torch.Tensor]) -> None:
         """Accumulate this mini-batch's Taylor scores during the next backward pass through ``activations``.
@@ -214,29 +212,16 @@ class TaylorPrunableNetwork(nn.Module):
         gradients. An activation the backward pass never reaches adds zeros, as in ``update_score``.
         """
         self._check_point_count("score_on_backward", len(activations))
-        if self.criterion != "taylor":
-            return
-        for total, dim, act in zip(self._score_totals(activations), self._point_dims, activations, strict=True):
-            # the hook holds a detached alias, not ``act`` itself: no reference cycle keeps the activation alive
-            act.register_hook(functools.partial(hooks.add_taylor_score, total, dim, act.detach()))
-        self._score_batches += 1
+        if self.criterion == "taylor":
+            self._scores.add_on_backward(activations)
 
-    def _score_totals(self, activations: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """The running per-channel score sums, started at zero (on each activation's device and dtype)."""
-        if self._score_sum is None:
-            self._score_sum = [
-                torch.zeros(a.shape[dim], device=a.device, dtype=a.dtype)
-                for a, dim in zip(activations, self._point_dims, strict=True)
-            ]
-        return self._score_sum
-
-    def score_state(self) -> tuple[list[torch.Tensor] | None, int]:
+    def score_state(self) -> ScoreState:
         """The accumulated Taylor score sums and their mini-batch count (for checkpoints)."""
-        return self._score_sum, self._score_batches
+        return self._scores.state()
 
-    def load_score_state(self, state: tuple[list[torch.Tensor] | None, int]) -> None:
+    def load_score_state(self, state: ScoreState) -> None:
         """Continue accumulating from a :meth:`score_state`."""
-        self._score_sum, self._score_batches = state
+        self._scores.load(state)
 
     def _check_point_count(self, method: str, *counts: int) -> None:
         """ValueError unless every sequence given to ``method`` has one entry per pruning point."""
@@ -252,21 +237,12 @@ class TaylorPrunableNetwork(nn.Module):
 
         For ``"taylor"`` this is the mini-batch average of ``s_b`` (see the class docstring).
         """
-        if self.criterion == "taylor" and not self._score_batches:
-            raise RuntimeError(
-                "no Taylor scores accumulated: call update_score(activations, gradients) on at least "
-                "one mini-batch before update_prunables (or use criterion='l1' or 'random')."
-            )
-        scores = {}
-        for i, conv in enumerate(self._layers):
-            weight = self.model.get_submodule(conv).weight
-            if self.criterion == "taylor":
-                scores[conv] = self._score_sum[i].cpu() / self._score_batches
-            elif self.criterion == "l1":
-                scores[conv] = importance.l1_filter_norms(weight).cpu()
-            else:
-                scores[conv] = torch.rand(weight.shape[0])
-        return scores
+        if self.criterion == "taylor":
+            return dict(zip(self._layers, self._scores.means(), strict=True))
+        weights = {conv: self.model.get_submodule(conv).weight for conv in self._layers}
+        if self.criterion == "l1":
+            return {conv: importance.l1_filter_norms(weight).cpu() for conv, weight in weights.items()}
+        return {conv: torch.rand(weight.shape[0]) for conv, weight in weights.items()}
 
     def group_scores(self) -> list[torch.Tensor]:
         """Score of every unit of every prunable group: the sum or mean (``group_reduction``) of its
@@ -274,11 +250,20 @@ class TaylorPrunableNetwork(nn.Module):
         units = self._unit_masks()
         totals = [torch.zeros(keep.numel()) for keep in units.values()]
         for conv, channel in self.layer_scores().items():
-            g = self._group_of(conv)
-            alive = getattr(self, f"keep_{g}").cpu()
-            totals[g] += importance.normalized(importance.to_units(channel.float(), alive.numel()), alive)
+            for g, scores in self._unit_scores(conv, channel.float()).items():
+                totals[g] += importance.normalized(scores, getattr(self, f"keep_{g}").cpu())
         if self.group_reduction == "mean":
             return [total / len(convs) for total, convs in zip(totals, self.layer_groups, strict=True)]
+        return totals
+
+    def _unit_scores(self, conv: str, channel: torch.Tensor) -> dict[int, torch.Tensor]:
+        """A layer's per-channel scores summed into the units of each of its groups."""
+        sizes = [seg.size for seg in self.graph.layers[conv].out_layout]
+        totals: dict[int, torch.Tensor] = {}
+        for g, part in zip(self._segment_groups(conv), channel.split(sizes), strict=True):
+            if g is not None:
+                n_units = getattr(self, f"keep_{g}").numel()
+                totals[g] = totals.get(g, 0) + part.reshape(n_units, -1).sum(dim=1)
         return totals
 
     def update_prunables(self, max_to_prune: int = 8) -> int:
@@ -343,7 +328,7 @@ class TaylorPrunableNetwork(nn.Module):
     def _masks_changed(self) -> None:
         """After the unit masks change: recompute the channel masks and reset the scores."""
         self._refresh_masks()
-        self._score_sum, self._score_batches = None, 0
+        self._scores = TaylorScoreSums(self._point_dims)
 
     # -- compaction ---------------------------------------------------------------------------
 
@@ -384,8 +369,9 @@ class TaylorPrunableNetwork(nn.Module):
         """Mask here the units masked in ``compact``, a :meth:`compacted` copy of this network;
         resets the scores, as every pruning step does."""
         with torch.no_grad():
-            for convs, keep in zip(compact.layer_groups, compact._unit_masks().values(), strict=True):
-                mine = getattr(self, f"keep_{self._group_of(convs[0])}")
+            for g, (convs, keep) in enumerate(zip(compact.layer_groups, compact._unit_masks().values(), strict=True)):
+                segment = compact._segment_groups(convs[0]).index(g)  # the same segment of the same layer here
+                mine = getattr(self, f"keep_{self._segment_groups(convs[0])[segment]}")
                 kept = mine.nonzero().flatten()
                 mine[kept[~keep.to(mine.device)]] = False
         self._masks_changed()

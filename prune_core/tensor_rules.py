@@ -7,23 +7,26 @@ knows no layers: it only moves layouts between dimensions and merges or fixes th
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
 from torch import fx
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from prune_core.spaces import Layout, Segment, SpaceSet
+from prune_core.spaces import Layout, Segment, SpaceSet, layout_size
 from prune_core.values import (
     ParamView,
     ShapeValue,
     SizeValue,
     TensorValue,
+    group_dims,
     moved,
     normalize_dim,
     param_reshaped,
     permuted,
     reshaped,
+    run_cuts,
     transposed,
 )
 
@@ -59,6 +62,8 @@ class TensorRules:
         """Parameter key -> {dimension: layout} for parameters sliced with channels."""
         self.opaque: dict[str, str] = {}
         """Parameter key -> why it is used in a way the analysis cannot follow."""
+        self.cut_requests: list[tuple[int, int]] = []
+        """(space, parts): a split needed the space's segments cut into that many equal parts."""
 
     # -- values -------------------------------------------------------------------------------
 
@@ -129,6 +134,16 @@ class TensorRules:
                 for layout in (base, other):
                     self.fix_layout(layout, reason)
         return base
+
+    def request_cuts(self, layout: Layout, offsets: list[int]) -> None:
+        """Ask for the segments of ``layout`` to be cut at ``offsets``: the producing layers' units
+        are then made of equal parts in another pass of the analysis."""
+        start = 0
+        for seg in layout:
+            inner = [offset - start for offset in offsets if start < offset < start + seg.size]
+            if inner and self.spaces.fixed_reason(seg.space) is None:
+                self.cut_requests.append((seg.space, seg.size // math.gcd(seg.size, *inner)))
+            start += seg.size
 
     def bind(self, view: ParamView, dim: int, layout: Layout) -> None:
         """Parameter dimension ``view.axes[dim]`` is sliced with ``layout``."""
@@ -228,11 +243,22 @@ class TensorRules:
                 return self.unknown(node, f"{describe(node)} expands a channel dimension")
             new: list[Layout | None] | None = list(value.dims)
         else:
-            new = reshaped(value.dims, in_shape, out_shape) if math.prod(in_shape) == math.prod(out_shape) else None
-        if new is None:
-            return self.unknown(node, f"{describe(node)} mixes channels with other elements")
+            result = reshaped(value.dims, in_shape, out_shape) if math.prod(in_shape) == math.prod(out_shape) else None
+            if result is None:
+                self._request_run_cuts(value.dims, in_shape, out_shape)
+                return self.unknown(node, f"{describe(node)} mixes channels with other elements")
+            new, ties = result
+            for runs in ties:
+                self.unify(runs, f"{describe(node)} splits channels unevenly")
         self._check_sizes(node, new, size_args)
         return TensorValue(tuple(new))
+
+    def _request_run_cuts(self, dims: tuple[Layout | None, ...], in_shape: list[int], out_shape: list[int]) -> None:
+        """Where a reshape splits a channel dim into ``(parts, rest)`` across segments, ask for cuts."""
+        for ins, outs in group_dims(in_shape, out_shape) or []:
+            layout = dims[ins[0]] if len(ins) == 1 else None
+            if layout is not None and len(outs) == 2 and ins[0] != 0 and not layout_size(layout) % out_shape[outs[0]]:
+                self.request_cuts(layout, run_cuts(layout, out_shape[outs[0]]))
 
     def _check_sizes(self, node: fx.Node, new: list[Layout | None], size_args: list[Any]) -> None:
         """A laid-out output dim sized by a literal or by another tensor's channel count would break
@@ -308,6 +334,17 @@ class TensorRules:
             tuple(None if d in dims else layout for d, layout in enumerate(x.dims) if keepdim or d not in dims)
         )
 
+    def softmax(self, node: fx.Node) -> Any:
+        """Softmax along one dim: element-wise for the channels of the others; across channels it
+        would normalise over the pruned ones too."""
+        x, in_shape, dim = self.tensor(node.args[0]), shape_of(node.args[0]), dim_arg(node, 1, "dim")
+        if x is None or in_shape is None or not isinstance(dim, int):
+            return self.unknown(node, f"{describe(node)} without a dimension")
+        x = self.live(x)
+        if x.dims[normalize_dim(dim, len(in_shape))] is not None:
+            return self.unknown(node, f"{describe(node)} across channels")
+        return x
+
     def concat(self, node: fx.Node) -> Any:
         tensors = list(node.args[0])
         shapes = [shape_of(t) for t in tensors]
@@ -360,6 +397,7 @@ class TensorRules:
         layout = x.dims[dim]
         if layout is None:
             return tuple(x for _ in metas)
+        chunked = getattr(node.target, "__name__", node.target) == "chunk"
         pieces, current = [], list(layout)
         for meta in metas:
             want, piece = int(meta.shape[dim]), []
@@ -367,9 +405,10 @@ class TensorRules:
                 piece.append(current.pop(0))
                 want -= piece[-1].size
             if want:
+                if chunked:
+                    self.request_cuts(layout, list(itertools.accumulate(int(m.shape[dim]) for m in metas)))
                 return self.unknown(node, f"{describe(node)} splits a channel group")
             pieces.append(tuple(piece))
-        chunked = getattr(node.target, "__name__", node.target) == "chunk"
         if chunked and len({tuple(seg.size for seg in piece) for piece in pieces}) == 1:
             self.unify(pieces, f"{describe(node)} of differently split channels")
         else:

@@ -11,10 +11,11 @@ transposes and reshapes. A tensor that is a view of one of the model's parameter
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
-from prune_core.spaces import Layout, scale_layout
+from prune_core.spaces import Layout, layout_size, scale_layout
 
 
 @dataclass(frozen=True)
@@ -117,24 +118,63 @@ def group_dims(in_shape: list[int], out_shape: list[int]) -> list[tuple[list[int
     return groups
 
 
-def reshaped(dims: tuple[Layout | None, ...], in_shape: list[int], out_shape: list[int]) -> list[Layout | None] | None:
-    """Layouts after a reshape, or ``None`` where it would mix channels with other elements.
+def reshaped(
+    dims: tuple[Layout | None, ...], in_shape: list[int], out_shape: list[int]
+) -> tuple[list[Layout | None], list[list[Layout]]] | None:
+    """Layouts after a reshape, and the runs it ties together; ``None`` where it would mix
+    channels with other elements.
 
     A laid-out dim survives unchanged when it maps to one output dim of its size, and is scaled
-    when it is the leading (channel-major) dim of a run merged into one output dim.
+    when it is the leading (channel-major) dim of a run merged into one output dim. Split into two
+    dims ``(parts, rest)``, its layout must cut into ``parts`` alike runs: the second dim carries
+    the first run, and the runs are tied (pruned in step).
     """
     groups = group_dims(in_shape, out_shape)
     if groups is None:
         return None
     result: list[Layout | None] = [None] * len(out_shape)
+    ties: list[list[Layout]] = []
     for ins, outs in groups:
         laid = [i for i in ins if dims[i] is not None]
         if not laid:
             continue
+        if ins == laid and len(outs) == 2 and ins[0] != 0:
+            runs = split_runs(dims[ins[0]], out_shape[outs[0]])
+            if runs is None:
+                return None
+            result[outs[1]] = runs[0]
+            ties.append(runs)
+            continue
         if len(outs) != 1 or laid != [ins[0]]:
             return None
         result[outs[0]] = scale_layout(dims[ins[0]], math.prod(in_shape[i] for i in ins[1:]))
-    return result
+    return result, ties
+
+
+def split_runs(layout: Layout, parts: int) -> list[Layout] | None:
+    """``layout`` cut at segment boundaries into ``parts`` runs of equal size and alike segments."""
+    total = layout_size(layout)
+    if total % parts:
+        return None
+    size, runs, current, filled = total // parts, [], [], 0
+    for seg in layout:
+        current.append(seg)
+        filled += seg.size
+        if filled > size:
+            return None
+        if filled == size:
+            runs.append(tuple(current))
+            current, filled = [], 0
+    return runs if len({tuple(seg.size for seg in run) for run in runs}) == 1 else None
+
+
+def run_cuts(layout: Layout, parts: int) -> list[int]:
+    """The offsets where ``layout``'s segments must be cut for :func:`split_runs` to succeed."""
+    total = layout_size(layout)
+    size = total // parts
+    ends = itertools.accumulate(seg.size for seg in layout)
+    relative = {end % size for end in ends}
+    return sorted({run * size + offset for run in range(parts) for offset in relative} - {0, total})
 
 
 def param_reshaped(axes: tuple[int | None, ...], in_shape: list[int], out_shape: list[int]) -> tuple | None:

@@ -54,8 +54,9 @@ class BaselineProgress:
     """Epochs of the baseline's training, with the last epoch's mean loss."""
 
     def __init__(self, epochs: int) -> None:
-        self._bar = _progress(BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                              TimeElapsedColumn())
+        self._bar = _progress(
+            BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn()
+        )
         self._task = self._bar.add_task("Baseline epochs", total=epochs, loss="-")
 
     def __enter__(self) -> BaselineProgress:
@@ -79,8 +80,14 @@ class TrialProgress:
     trial. Used as a Ray Tune callback on the driver (built lazily: Tune imports come later)."""
 
     def __init__(self, total: int) -> None:
-        self._bar = _progress(BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                              TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        self._bar = _progress(
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
         self._task = self._bar.add_task("Trials", total=total, status="")
         self.running, self.best, self._started = 0, None, {}
 

@@ -35,3 +35,14 @@ def assert_exact(pnet: TaylorPrunableNetwork, *inputs: torch.Tensor, rtol: float
     assert ((actual - expected).abs().max() / scale).item() < rtol
     assert pnet.learnables == n_params(small)
     return small
+
+
+def prune_twice_and_check(model: nn.Module, x: torch.Tensor, fraction: float = 0.3):
+    """Wrap ``model`` (random criterion), prune ``fraction`` of its units twice, checking exactness each time."""
+    pnet = TaylorPrunableNetwork(model, x, criterion="random")
+    assert pnet.num_prunables > 0
+    for _ in range(2):
+        prune_fraction(pnet, fraction)
+        small = assert_exact(pnet, x)
+    assert n_params(small) < n_params(model)
+    return pnet, small

@@ -107,7 +107,7 @@ class HardCodedView(nn.Module):
 def test_residual_add_couples_the_convs_feeding_it():
     x = torch.randn(2, 3, 8, 8)
     pnet = TaylorPrunableNetwork(ResidualNet(), x, criterion="l1")
-    assert pnet._group_of("stem") == pnet._group_of("b") != pnet._group_of("a")
+    assert pnet._groups_of("stem") == pnet._groups_of("b") != pnet._groups_of("a")
     prune_fraction(pnet, 0.5)
     small = assert_exact(pnet, x)
     assert small.stem.out_channels == small.b.out_channels == small.bn.num_features == small.head.in_features
@@ -125,7 +125,7 @@ def test_concat_consumer_slices_the_right_input_channels():
 def test_depthwise_and_gating_are_coupled():
     x = torch.randn(2, 3, 8, 8)
     pnet = TaylorPrunableNetwork(GatedNet(), x, criterion="random")
-    assert pnet._group_of("expand") == pnet._group_of("dw") == pnet._group_of("se_expand")
+    assert pnet._groups_of("expand") == pnet._groups_of("dw") == pnet._groups_of("se_expand")
     prune_fraction(pnet, 0.5, step=2)
     small = assert_exact(pnet, x)
     assert small.dw.groups == small.dw.out_channels == small.expand.out_channels == small.se_expand.out_channels

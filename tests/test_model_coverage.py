@@ -54,7 +54,7 @@ def test_all_filters_of_resnet18_are_prunable_and_residual_convs_share_a_group()
     pnet = TaylorPrunableNetwork(torchvision.models.resnet18(num_classes=10), torch.randn(1, 3, 64, 64), criterion="l1")
     assert len(pnet.prunable_layer_names) == 20
     stream = {"conv1", "layer1.0.conv2", "layer1.1.conv2"}
-    groups = {pnet._group_of(name) for name in stream}
+    groups = {tuple(pnet._groups_of(name)) for name in stream}
     assert len(groups) == 1
     pnet.update_prunables(max_to_prune=pnet.num_prunables + 10)
     assert pnet.num_prunables == 0

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from prune_core import TaylorPrunableNetwork
-from tests.helpers import assert_exact, n_params, prune_fraction
+from tests.helpers import assert_exact, n_params, prune_fraction, prune_twice_and_check
+from tests.test_channel_splits import PerPathWeights
 
 
 class BatchNormAct(nn.BatchNorm2d):
@@ -139,16 +140,6 @@ def _state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def _prune_twice_and_check(model, x, fraction=0.3):
-    pnet = TaylorPrunableNetwork(model, x, criterion="random")
-    assert pnet.num_prunables > 0
-    for _ in range(2):
-        prune_fraction(pnet, fraction)
-        small = assert_exact(pnet, x)
-    assert n_params(small) < n_params(model)
-    return pnet, small
-
-
 def test_wrapping_a_norm_subclass_changes_neither_the_model_nor_its_copy():
     model, x = FunctionalBNNet(), torch.randn(4, 3, 8, 8)
     before = _state(model)
@@ -164,7 +155,7 @@ def test_wrapping_a_norm_subclass_changes_neither_the_model_nor_its_copy():
 
 
 def test_norm_subclass_recorded_as_a_function_is_pruned_with_its_conv_exactly():
-    pnet, small = _prune_twice_and_check(FunctionalBNNet(), torch.randn(4, 3, 8, 8))
+    pnet, small = prune_twice_and_check(FunctionalBNNet(), torch.randn(4, 3, 8, 8))
     assert pnet.prunable_layer_names == ["conv1", "conv2"]
     assert pnet.graph.points == {"conv1": "bn1", "conv2": "bn2", "head": "head"}
     assert small.bn1.num_features == small.conv1.out_channels == small.bn1.running_mean.numel()
@@ -172,7 +163,7 @@ def test_norm_subclass_recorded_as_a_function_is_pruned_with_its_conv_exactly():
 
 def test_convnext_blocks_prune_hidden_units_and_residual_channels_exactly():
     model, x = TinyConvNeXt(), torch.randn(2, 3, 16, 16)
-    pnet, small = _prune_twice_and_check(model, x)
+    pnet, small = prune_twice_and_check(model, x)
     assert {"block1.fc1", "block2.fc1", "stem", "down"} <= set(pnet.prunable_layer_names)
     assert set(pnet.graph.masked_norms) == {"stem_norm", "block1.norm", "down_norm", "block2.norm"}
     width = small.stem.out_channels
@@ -192,7 +183,7 @@ def test_masked_layer_norm_normalises_over_kept_channels_in_train_mode_too():
 
 def test_vit_prunes_mlp_hidden_units_exactly_and_keeps_heads_consistent():
     model, x = TinyViT(), torch.randn(2, 3, 16, 16)
-    pnet, small = _prune_twice_and_check(model, x, fraction=0.25)
+    pnet, small = prune_twice_and_check(model, x, fraction=0.25)
     assert {"blocks.0.mlp.0", "blocks.1.mlp.0"} <= set(pnet.prunable_layer_names)
     assert small.blocks[0]["mlp"][0].out_features < 32
     # the attention reshapes by the embedding width read from its input: that width stays whole
@@ -200,7 +191,7 @@ def test_vit_prunes_mlp_hidden_units_exactly_and_keeps_heads_consistent():
 
 
 def test_mixer_prunes_token_and_channel_mlps_exactly():
-    pnet, small = _prune_twice_and_check(TinyMixer(), torch.randn(2, 3, 16, 16))
+    pnet, small = prune_twice_and_check(TinyMixer(), torch.randn(2, 3, 16, 16))
     assert {"token_mlp.0", "channel_mlp.0"} <= set(pnet.prunable_layer_names)
     assert small.token_mlp[0].out_features < 24 or small.channel_mlp[0].out_features < 32
     assert "patch" in pnet.prunable_layer_names  # the residual channels, through both kinds of block
@@ -296,7 +287,7 @@ def test_a_module_fx_cannot_trace_is_kept_whole_and_the_rest_prunes_exactly():
     reasons = report.layers.set_index("layer")["reason"]
     assert "could not be traced" in reasons["conv1"]
     assert report.prunable_layer_names == ["conv2", "conv3"] and "block.conv" not in set(reasons.index)
-    _prune_twice_and_check(model, x)
+    prune_twice_and_check(model, x)
 
 
 class GroupNormNet(nn.Module):
@@ -310,7 +301,7 @@ class GroupNormNet(nn.Module):
 
 
 def test_group_norm_prunes_whole_groups_and_shrinks_num_groups():
-    pnet, small = _prune_twice_and_check(GroupNormNet(), torch.randn(2, 3, 8, 8), fraction=0.5)
+    pnet, small = prune_twice_and_check(GroupNormNet(), torch.randn(2, 3, 8, 8), fraction=0.5)
     assert pnet.group_units[pnet.layer_groups.index(["conv1"])] < 4  # units are whole groups of 4 channels
     assert small.gn.num_channels == small.conv1.out_channels == 4 * small.gn.num_groups
 
@@ -324,7 +315,7 @@ def _synthetic_images(n=256, size=16, classes=5):
     return x, y
 
 
-@pytest.mark.parametrize("net", [TinyConvNeXt, TinyViT], ids=["convnext", "vit"])
+@pytest.mark.parametrize("net", [TinyConvNeXt, TinyViT, PerPathWeights], ids=["convnext", "vit", "split-parts"])
 def test_compress_network_reaches_the_goal_on_modern_blocks(net):
     from prune_core import TrainingOptions, compress_network, network_metrics
     from prune_core.compress import GOAL_REACHED
@@ -389,150 +380,7 @@ def test_sizes_read_from_a_tensor_couple_or_fix_the_channels_they_count():
     se = TaylorPrunableNetwork(SqueezeExcite(8), x)
     assert set(se.prunable_layer_names) == {"conv", "fc1", "fc2"}  # fc2's outputs are conv's channels
     assert ["conv", "fc2"] in se.layer_groups
-    _prune_twice_and_check(SqueezeExcite(8), x)
-    same_width, _ = _prune_twice_and_check(BorrowedWidth(8), x)
+    prune_twice_and_check(SqueezeExcite(8), x)
+    same_width, _ = prune_twice_and_check(BorrowedWidth(8), x)
     assert same_width.layer_groups == [["conv_a", "conv_b"]]
     assert TaylorPrunableNetwork(BorrowedWidth(16), x).prunable_layer_names == []
-
-
-class CachedPositions(nn.Module):
-    """ConViT's GPSA: a non-persistent buffer the forward replaces, at a new shape, on first use
-    (fx cannot trace the shape test, so the block is kept whole)."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("positions", torch.zeros(1, 1), persistent=False)
-
-    def forward(self, x):
-        if self.positions.shape[-1] != x.shape[-1]:
-            self.positions = torch.linspace(0.5, 1.5, x.shape[-1]).expand(x.shape[-2], -1).clone()
-        return x * self.positions
-
-
-class WithCachedPositions(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.positions, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), CachedPositions(), nn.Conv2d(8, 8, 3)
-
-    def forward(self, x):
-        return self.conv2(self.positions(F.relu(self.conv1(x))))
-
-
-def test_a_buffer_the_forward_replaces_is_put_back_as_it_was():
-    model, x = WithCachedPositions(), torch.randn(2, 3, 6, 6)
-    pnet = TaylorPrunableNetwork(copy.deepcopy(model), x)  # wrapped before its first forward
-    assert pnet.model.positions.positions.shape == (1, 1)  # put back, not overwritten in place at the new shape
-    with torch.no_grad():
-        assert torch.allclose(model(x), pnet(x), rtol=1e-5, atol=1e-6)
-
-
-class ShapeBranchBlock(nn.Module):
-    """Python control flow on a shape (window attention's ``if H == window``): fx's symbolic trace
-    stops here, the concrete-shape trace goes through."""
-
-    def __init__(self, dim=8, hidden=16):
-        super().__init__()
-        self.fc1, self.fc2, self.drop = nn.Linear(dim, hidden), nn.Linear(hidden, dim), nn.Dropout(0.5)
-
-    def forward(self, x):
-        b, c, h, w = x.shape
-        tokens = x.flatten(2).transpose(1, 2)
-        if h == w:
-            tokens = tokens + self.fc2(self.drop(F.gelu(self.fc1(tokens))))
-        return tokens.transpose(1, 2).reshape(b, c, h, w)
-
-
-class WithShapeBranch(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stem, self.block, self.head = nn.Conv2d(3, 8, 3, padding=1), ShapeBranchBlock(), nn.Linear(8, 4)
-
-    def forward(self, x):
-        x = self.block(F.relu(self.stem(x)))
-        if x.shape[-1] > 1:  # the same at the top level
-            x = x.mean((2, 3))
-        return self.head(x)
-
-
-def test_modules_with_control_flow_on_shapes_are_traced_with_concrete_shapes_and_prune_exactly():
-    from prune_core import analyze_network
-
-    model, x = WithShapeBranch(), torch.randn(2, 3, 6, 6)
-    rng = torch.get_rng_state()
-    report = analyze_network(model, x)
-    assert torch.equal(torch.get_rng_state(), rng)  # the train-mode tracing ran dropout on a forked generator
-    reasons = report.layers.set_index("layer")["reason"]
-    assert "block.fc1" in report.prunable_layer_names  # the MLP's hidden units
-    assert "hard-codes the channel count" in reasons["stem"]  # reshape(b, c, h, w) with c a literal now
-    pnet, small = _prune_twice_and_check(model, x)
-    assert small.block.fc1.out_features < 16
-    with torch.no_grad():
-        small.train()(x)  # the training-mode branch (dropout) runs on the pruned network
-
-
-class StackedPaths(nn.Module):
-    """Selective-kernel style: two paths stacked on a new dim, weighted per path, summed."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(12, 4)
-        self.path_a, self.path_b = nn.Conv2d(8, 12, 3, padding=1), nn.Conv2d(8, 12, 5, padding=2)
-        self.path_weight = nn.Parameter(torch.rand(1, 2, 12, 1, 1))
-
-    def forward(self, x):
-        x = F.relu(self.stem(x))
-        paths = torch.stack([self.path_a(x), self.path_b(x)], dim=1)  # (B, 2, 12, H, W)
-        return self.head((paths * self.path_weight).sum(1).mean((2, 3)))
-
-
-def test_stacked_paths_share_their_channels_and_prune_exactly():
-    model, x = StackedPaths(), torch.randn(2, 3, 8, 8)
-    pnet = TaylorPrunableNetwork(model, x)
-    assert ["path_a", "path_b"] in pnet.layer_groups
-    assert "stem" in pnet.prunable_layer_names
-    _, small = _prune_twice_and_check(model, x)
-    assert small.path_weight.shape[2] == small.path_a.out_channels == small.path_b.out_channels
-
-
-class DecayingWeights(nn.Module):
-    """A forward that changes a parameter through ``.data`` (no version count): every run halves it."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.conv2, self.head = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Linear(8, 2)
-
-    def forward(self, x):
-        self.conv2.weight.data.mul_(0.5)
-        return self.head(self.conv2(F.relu(self.conv1(x))).mean((2, 3)))
-
-
-def test_parameters_a_forward_changes_are_put_back_after_tracing_and_capture():
-    model, x = DecayingWeights(), torch.randn(2, 3, 8, 8)
-    pnet = TaylorPrunableNetwork(copy.deepcopy(model), x)
-    assert torch.equal(pnet.model.conv2.weight, model.conv2.weight)
-    with torch.no_grad():
-        assert torch.allclose(model(x), pnet(x), rtol=1e-5, atol=1e-6)
-
-
-class ConcatThenSplit(nn.Module):
-    """Two convs concatenated, then split back along channels by ``how``."""
-
-    def __init__(self, how):
-        super().__init__()
-        self.how = how
-        self.conv_a, self.conv_b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1)
-        self.conv_c, self.conv_d, self.head = nn.Conv2d(8, 6, 3), nn.Conv2d(8, 6, 3), nn.Linear(6, 2)
-
-    def forward(self, x):
-        y = torch.cat([F.relu(self.conv_a(x)), F.relu(self.conv_b(x))], dim=1)
-        p, q = y.chunk(2, dim=1) if self.how == "chunk" else y.split(8, dim=1)
-        return self.head((self.conv_c(p) + self.conv_d(q)).mean((2, 3)))
-
-
-def test_a_split_into_equal_chunks_prunes_the_chunks_in_step_and_a_literal_split_size_fixes_them():
-    x = torch.randn(2, 3, 8, 8)
-    pnet, small = _prune_twice_and_check(ConcatThenSplit("chunk"), x)
-    assert ["conv_a", "conv_b"] in pnet.layer_groups  # unequal halves would move the chunk boundary
-    assert small.conv_a.out_channels == small.conv_b.out_channels < 8
-    pnet = TaylorPrunableNetwork(ConcatThenSplit("split"), x)
-    assert not {"conv_a", "conv_b"} & set(pnet.prunable_layer_names)  # split(8) stays 8 in the pruned network

@@ -1,0 +1,106 @@
+"""Tracing that does not give up and never changes the model: concrete shapes where fx stops on
+control flow over shapes, tensors a forward replaces or changes put back, generators left alone."""
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prune_core import TaylorPrunableNetwork
+from tests.helpers import prune_twice_and_check
+
+
+class CachedPositions(nn.Module):
+    """ConViT's GPSA: a non-persistent buffer the forward replaces, at a new shape, on first use
+    (fx cannot trace the shape test, so the block is kept whole)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("positions", torch.zeros(1, 1), persistent=False)
+
+    def forward(self, x):
+        if self.positions.shape[-1] != x.shape[-1]:
+            self.positions = torch.linspace(0.5, 1.5, x.shape[-1]).expand(x.shape[-2], -1).clone()
+        return x * self.positions
+
+
+class WithCachedPositions(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.positions, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), CachedPositions(), nn.Conv2d(8, 8, 3)
+
+    def forward(self, x):
+        return self.conv2(self.positions(F.relu(self.conv1(x))))
+
+
+def test_a_buffer_the_forward_replaces_is_put_back_as_it_was():
+    model, x = WithCachedPositions(), torch.randn(2, 3, 6, 6)
+    pnet = TaylorPrunableNetwork(copy.deepcopy(model), x)  # wrapped before its first forward
+    assert pnet.model.positions.positions.shape == (1, 1)  # put back, not overwritten in place at the new shape
+    with torch.no_grad():
+        assert torch.allclose(model(x), pnet(x), rtol=1e-5, atol=1e-6)
+
+
+class ShapeBranchBlock(nn.Module):
+    """Python control flow on a shape (window attention's ``if H == window``): fx's symbolic trace
+    stops here, the concrete-shape trace goes through."""
+
+    def __init__(self, dim=8, hidden=16):
+        super().__init__()
+        self.fc1, self.fc2, self.drop = nn.Linear(dim, hidden), nn.Linear(hidden, dim), nn.Dropout(0.5)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)
+        if h == w:
+            tokens = tokens + self.fc2(self.drop(F.gelu(self.fc1(tokens))))
+        return tokens.transpose(1, 2).reshape(b, c, h, w)
+
+
+class WithShapeBranch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.block, self.head = nn.Conv2d(3, 8, 3, padding=1), ShapeBranchBlock(), nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.block(F.relu(self.stem(x)))
+        if x.shape[-1] > 1:  # the same at the top level
+            x = x.mean((2, 3))
+        return self.head(x)
+
+
+def test_modules_with_control_flow_on_shapes_are_traced_with_concrete_shapes_and_prune_exactly():
+    from prune_core import analyze_network
+
+    model, x = WithShapeBranch(), torch.randn(2, 3, 6, 6)
+    rng = torch.get_rng_state()
+    report = analyze_network(model, x)
+    assert torch.equal(torch.get_rng_state(), rng)  # the train-mode tracing ran dropout on a forked generator
+    reasons = report.layers.set_index("layer")["reason"]
+    assert "block.fc1" in report.prunable_layer_names  # the MLP's hidden units
+    assert "hard-codes the channel count" in reasons["stem"]  # reshape(b, c, h, w) with c a literal now
+    pnet, small = prune_twice_and_check(model, x)
+    assert small.block.fc1.out_features < 16
+    with torch.no_grad():
+        small.train()(x)  # the training-mode branch (dropout) runs on the pruned network
+
+
+class DecayingWeights(nn.Module):
+    """A forward that changes a parameter through ``.data`` (no version count): every run halves it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.head = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Linear(8, 2)
+
+    def forward(self, x):
+        self.conv2.weight.data.mul_(0.5)
+        return self.head(self.conv2(F.relu(self.conv1(x))).mean((2, 3)))
+
+
+def test_parameters_a_forward_changes_are_put_back_after_tracing_and_capture():
+    model, x = DecayingWeights(), torch.randn(2, 3, 8, 8)
+    pnet = TaylorPrunableNetwork(copy.deepcopy(model), x)
+    assert torch.equal(pnet.model.conv2.weight, model.conv2.weight)
+    with torch.no_grad():
+        assert torch.allclose(model(x), pnet(x), rtol=1e-5, atol=1e-6)
