@@ -3,7 +3,7 @@
 Layers are recognised in module form (``nn.Conv2d``, ``nn.Linear``, the norms) and in functional
 form applied to a module's own parameters, which is how fx records subclasses defined outside
 ``torch.nn`` (timm's ``BatchNormAct2d``, ``Linear``, ``LayerNorm2d``). Layer rules live here; the
-rules that only move layouts are in :class:`prune_core.tensor_rules.TensorRules`.
+rules that only move layouts are in :mod:`prune_core.tensor_rules` and :mod:`prune_core.shape_rules`.
 """
 
 from __future__ import annotations
@@ -19,15 +19,16 @@ from torch import fx, nn
 from prune_core import ops
 from prune_core.graph_roles import ChannelGraph, LayerRole, MaskedNormRole, NormRole
 from prune_core.module_scopes import ModuleScopes
+from prune_core.shape_rules import ShapeRules
 from prune_core.spaces import Layout, Segment, SpaceSet, layout_size
-from prune_core.tensor_rules import TensorRules, describe, dim_arg, meta_of, shape_of
+from prune_core.tensor_rules import describe, dim_arg, meta_of, shape_of
 from prune_core.values import ParamView, TensorValue
 
 _NORM_FUNCTION_KIND = {"batch_norm": "batch", "layer_norm": "layer", "group_norm": "group"}
 _NORM_MODULE_OF_KIND = {"batch": nn.modules.batchnorm._BatchNorm, "layer": nn.LayerNorm, "group": nn.GroupNorm}
 
 
-class ChannelAnalysis(TensorRules):
+class ChannelAnalysis(ShapeRules):
     """Walk a traced graph once, giving every value its layouts and recording the layers."""
 
     def __init__(
