@@ -21,6 +21,11 @@ def positive_int(label: str, value: Any) -> None:
         raise ValueError(f"{label}={value!r} is not allowed; use a positive integer.")
 
 
+def positive_int_or_auto(label: str, value: Any) -> None:
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{label}={value!r} is not allowed; use a positive integer or 'auto'.")
+
+
 def positive_number(label: str, value: Any) -> None:
     if not _is_number(value) or not value > 0:
         raise ValueError(f"{label}={value!r} is not allowed; use a number > 0.")

@@ -15,7 +15,7 @@ from torch import nn
 
 from prune_core import importance
 from prune_core.checkpoints import RunState, load_checkpoint, save_checkpoint
-from prune_core.checks import fraction, non_negative_int, one_of, positive_int, writable_folder
+from prune_core.checks import fraction, non_negative_int, one_of, positive_int, positive_int_or_auto, writable_folder
 from prune_core.finetune import FineTuner, scored_fine_tuning_steps
 from prune_core.optimizer_state import carried_optimizer, load_state_by_name, state_by_name
 from prune_core.options import HIGHER_IS_BETTER, TrainingOptions
@@ -162,11 +162,7 @@ def _check_arguments(
     if goal is not None:
         fraction("learnables_reduction_goal", goal)
     fraction("learnables_reduction_increment", increment)
-    if score_iterations != "auto":
-        try:
-            positive_int("num_importance_score_iterations", score_iterations)
-        except ValueError as err:
-            raise ValueError(f"{err.args[0][:-1]} or 'auto'.") from None
+    positive_int_or_auto("num_importance_score_iterations", score_iterations)
     if threshold is not None and options.validation_data is None:
         raise ValueError(
             "validation_threshold needs options.validation_data: set TrainingOptions(validation_data=...)."

@@ -98,6 +98,11 @@ class TrainingOptions:
                 raise ValueError(f"TrainingOptions.device={self.device!r} is not a torch device ({err}).") from None
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"``: CUDA where available, else the CPU; any other name as torch reads it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

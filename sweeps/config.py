@@ -22,6 +22,7 @@ from prune_core.checks import (
     non_negative_number,
     one_of,
     positive_int,
+    positive_int_or_auto,
     positive_number,
     writable_folder,
 )
@@ -121,14 +122,6 @@ def _optional(check: Callable[[str, Any], None]) -> Callable[[str, Any], None]:
     return optional_check
 
 
-def _iterations(key: str, value: Any) -> None:
-    if value != "auto":
-        try:
-            positive_int(key, value)
-        except ValueError as err:
-            raise ValueError(f"{err.args[0][:-1]} or 'auto'.") from None
-
-
 def _choice(allowed: tuple[str, ...]) -> Callable[[str, Any], None]:
     return lambda key, value: one_of(key, value, allowed)
 
@@ -150,7 +143,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "data.name": _choice(DATASETS),
     "prune.reduction_goal": _optional(fraction),
     "prune.reduction_increment": fraction,
-    "prune.importance_iterations": _iterations,
+    "prune.importance_iterations": positive_int_or_auto,
     "prune.criterion": _choice(importance.CRITERIA),
     "prune.channel_multiple": positive_int,
     "prune.group_reduction": _choice(importance.GROUP_REDUCTIONS),

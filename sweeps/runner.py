@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from prune_core.analysis import analyze_network
+from prune_core.options import resolve_device
 from sweeps import tracking
 from sweeps.baseline import prepare_baseline
 from sweeps.build import check_fit, example_batch, load_weights, make_model
@@ -118,9 +119,7 @@ def _start(cfg: dict, data: DataBundle, output_dir: Path, uri: str) -> tuple[dic
     sweep_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     folder = output_dir / cfg["name"] / sweep_id
     folder.mkdir(parents=True)
-    device = cfg["finetune"]["device"]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device(cfg["finetune"]["device"]))
     console.print(f"Baseline: {cfg['model']['name']} on {cfg['data']['name']}, {device}")
     with BaselineProgress(cfg["finetune"]["baseline_epochs"]) as progress:
         baseline = prepare_baseline(cfg, data, output_dir / "baselines", device, progress.epoch_done)

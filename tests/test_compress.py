@@ -164,7 +164,7 @@ def test_same_seed_same_result(digits, trained):
         ({"learnables_reduction_goal": 1.5}, "learnables_reduction_goal=1.5"),
         ({"learnables_reduction_goal": 0}, "learnables_reduction_goal=0"),
         ({"learnables_reduction_increment": -0.1}, "learnables_reduction_increment=-0.1"),
-        ({"num_importance_score_iterations": 0}, "num_importance_score_iterations=0"),
+        ({"num_importance_score_iterations": 0}, "num_importance_score_iterations=0 .* positive integer or 'auto'"),
         ({"num_importance_score_iterations": "some"}, "num_importance_score_iterations='some'"),
         ({"loss_fn": "hinge"}, "loss_fn='hinge'"),
         ({"layer_names": ["features.99"]}, "Valid layer names"),
