@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).parent / "results"
+from bench.figures import save_figure
+from bench.reports import RESULTS
 
 
 def machine(device: torch.device) -> dict:
@@ -55,18 +56,9 @@ def median_paired_ratio(numerators: list[float], denominators: list[float]) -> f
     return statistics.median(n / d for n, d in zip(numerators, denominators, strict=True))
 
 
-def speedup_variants(row: dict) -> list[tuple[str, dict]]:
-    """A speed-up report's network row as ``(suffix, cells)``: unrounded, then each ``channel_multiple_<m>``."""
-    prefix = "channel_multiple_"
-    rounded = [(f" x{key.removeprefix(prefix)}", cells) for key, cells in row.items() if key.startswith(prefix)]
-    return [("", row), *rounded]
-
-
 def write_report(name: str, device: torch.device, results: dict, out: Path | None = None) -> dict:
     """``{"benchmark": name, **machine, "results": results}`` written to ``bench/results/<name>.json``,
     and its figure (see :mod:`bench.figures`) next to it as ``<name>.png``."""
-    from bench.figures import save_figure
-
     report = {"benchmark": name, **machine(device), "results": results}
     path = out or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

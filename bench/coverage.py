@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.common import RESULTS, write_report
+from bench.common import write_report
+from bench.reports import RESULTS
 
 MAX_PARAMS = 150_000_000  # torchvision models above this are skipped
 TOLERANCE = 1e-5  # relative max error: max |expected - actual| / max |expected|

@@ -18,7 +18,7 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from bench.common import RESULTS, speedup_variants
+from bench.reports import RESULTS, speedup_variants
 
 CRITERIA_COLORS = {"taylor": "tab:blue", "l1": "tab:orange", "random": "tab:gray"}
 MATLAB_ANCHORS = {  # MATLAB's published examples (../shared/seeds/001_*, 003_*): reduction, accuracy drop

@@ -16,7 +16,8 @@ import statistics
 
 import torch
 
-from bench.common import RESULTS, write_report
+from bench.common import write_report
+from bench.reports import RESULTS
 
 
 def fine_tuning_epochs(budget: dict, run: dict) -> int:

@@ -25,7 +25,8 @@ import torch
 import torchvision
 from torch.fx.experimental.optimization import fuse
 
-from bench.common import interleaved_times, median_paired_ratio, speedup_variants, write_report
+from bench.common import interleaved_times, median_paired_ratio, write_report
+from bench.reports import speedup_variants
 from prune_core import TaylorPrunableNetwork, network_metrics
 from prune_core.metrics import learnable_parameters
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bench import figures
-from bench.common import RESULTS, write_report
+from bench.common import write_report
+from bench.reports import RESULTS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
