@@ -42,7 +42,7 @@ def compress_network(
     learnables_reduction_increment: float = 0.05,
     num_importance_score_iterations: int | str = "auto",
     layer_names: Sequence[str] | None = None,
-    criterion: str = "taylor",
+    criterion: str | importance.Criterion = "taylor",
     channel_multiple: int = 1,
     group_reduction: str = "sum",
     validation_threshold: float | None = None,
@@ -250,7 +250,7 @@ class _Loop:
         """One pruning step, the fine-tuning of the compacted network, validation and reporting."""
         start = time.perf_counter()
         self.state.iteration += 1
-        if pnet.criterion == "taylor" and not pnet.has_scores:
+        if pnet.criterion.uses_gradients and not pnet.has_scores:
             self._score_pass(pnet)
         widths = _widths(pnet)
         target = max(pnet.learnables - self.increment * self.original, self.original * (1.0 - self.goal))

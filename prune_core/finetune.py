@@ -61,7 +61,7 @@ class FineTuner:
                 inputs, targets = inputs.to(self.device), targets.to(self.device)
                 step += 1
                 self.state.global_step += 1
-                score = pnet.criterion == "taylor" and step > last - scored_steps
+                score = pnet.criterion.uses_gradients and step > last - scored_steps
                 optimizer.zero_grad(set_to_none=True)
                 out, acts = pnet.forward_with_activations(inputs) if score else (pnet(inputs), [])
                 value = self.loss(out, targets)

@@ -3,17 +3,66 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from prune_core.checks import one_of
 
-CRITERIA = ("taylor", "l1", "random")
 GROUP_REDUCTIONS = ("sum", "mean")
 """How a coupled group's layers' normalised scores combine into one score per unit."""
 
 
-def check_criterion(criterion: str) -> str:
-    one_of("criterion", criterion, CRITERIA)
-    return criterion
+class Criterion:
+    """How important each filter of a layer is. A criterion that ``uses_gradients`` is given the
+    Taylor scores accumulated at the layer's pruning point (the fine-tuning loop then runs scored
+    mini-batches before every pruning step); the others are given ``None``."""
+
+    name = ""
+    uses_gradients = False
+
+    def filter_scores(self, layer: nn.Module, accumulated: torch.Tensor | None) -> torch.Tensor:
+        """One score per filter (output channel or unit) of ``layer``; higher is more important."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return repr(self.name)
+
+
+class Taylor(Criterion):
+    """First-order Taylor importance (Molchanov et al. 2017): see :func:`taylor_batch_scores`."""
+
+    name, uses_gradients = "taylor", True
+
+    def filter_scores(self, layer: nn.Module, accumulated: torch.Tensor | None) -> torch.Tensor:
+        return accumulated
+
+
+class L1(Criterion):
+    """The L1 norm of each filter's weights."""
+
+    name = "l1"
+
+    def filter_scores(self, layer: nn.Module, accumulated: torch.Tensor | None) -> torch.Tensor:
+        return l1_filter_norms(layer.weight).cpu()
+
+
+class RandomScores(Criterion):
+    """Uniform noise: the baseline every criterion should beat."""
+
+    name = "random"
+
+    def filter_scores(self, layer: nn.Module, accumulated: torch.Tensor | None) -> torch.Tensor:
+        return torch.rand(layer.weight.shape[0])
+
+
+CRITERIA: dict[str, Criterion] = {c.name: c for c in (Taylor(), L1(), RandomScores())}
+
+
+def check_criterion(criterion: str | Criterion) -> Criterion:
+    """The criterion named ``criterion`` (one of :data:`CRITERIA`), or ``criterion`` itself."""
+    if isinstance(criterion, Criterion):
+        return criterion
+    one_of("criterion", criterion, tuple(CRITERIA))
+    return CRITERIA[criterion]
 
 
 def check_group_reduction(group_reduction: str) -> str:

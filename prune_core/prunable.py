@@ -51,7 +51,7 @@ class TaylorPrunableNetwork(nn.Module):
         model: any traceable ``nn.Module``; it is copied, never modified.
         example_inputs: a tensor or tuple of tensors for tracing (shapes matter, not values).
         layer_names: restrict pruning to these convs (and the convs coupled with them).
-        criterion: ``"taylor"``, ``"l1"`` or ``"random"``.
+        criterion: ``"taylor"``, ``"l1"``, ``"random"`` or an :class:`importance.Criterion`.
         channel_multiple: each pruned group keeps a multiple of this many units (or all of
             them), so that the smaller convs keep the channel counts fast kernels are built for
             (8 suits CPU vector units and tensor cores). 1 keeps MATLAB's behaviour.
@@ -65,7 +65,7 @@ class TaylorPrunableNetwork(nn.Module):
         model: nn.Module,
         example_inputs: torch.Tensor | Sequence[torch.Tensor],
         layer_names: Sequence[str] | None = None,
-        criterion: str = "taylor",
+        criterion: str | importance.Criterion = "taylor",
         channel_multiple: int = 1,
         group_reduction: str = "sum",
     ) -> None:
@@ -200,7 +200,7 @@ class TaylorPrunableNetwork(nn.Module):
     def update_score(self, activations: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor | None]) -> None:
         """Accumulate Taylor scores from one mini-batch (a no-op for ``l1`` and ``random``)."""
         self._check_point_count("update_score", len(activations), len(gradients))
-        if self.criterion == "taylor":
+        if self.criterion.uses_gradients:
             self._scores.add(activations, gradients)
 
     def score_on_backward(self, activations: Sequence[torch.Tensor]) -> None:
@@ -212,7 +212,7 @@ class TaylorPrunableNetwork(nn.Module):
         gradients. An activation the backward pass never reaches adds zeros, as in ``update_score``.
         """
         self._check_point_count("score_on_backward", len(activations))
-        if self.criterion == "taylor":
+        if self.criterion.uses_gradients:
             self._scores.add_on_backward(activations)
 
     def score_state(self) -> ScoreState:
@@ -237,12 +237,11 @@ class TaylorPrunableNetwork(nn.Module):
 
         For ``"taylor"`` this is the mini-batch average of ``s_b`` (see the class docstring).
         """
-        if self.criterion == "taylor":
-            return dict(zip(self._layers, self._scores.means(), strict=True))
-        weights = {conv: self.model.get_submodule(conv).weight for conv in self._layers}
-        if self.criterion == "l1":
-            return {conv: importance.l1_filter_norms(weight).cpu() for conv, weight in weights.items()}
-        return {conv: torch.rand(weight.shape[0]) for conv, weight in weights.items()}
+        accumulated = self._scores.means() if self.criterion.uses_gradients else [None] * len(self._layers)
+        return {
+            conv: self.criterion.filter_scores(self.model.get_submodule(conv), scores)
+            for conv, scores in zip(self._layers, accumulated, strict=True)
+        }
 
     def group_scores(self) -> list[torch.Tensor]:
         """Score of every unit of every prunable group: the sum or mean (``group_reduction``) of its

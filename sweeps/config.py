@@ -144,7 +144,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "prune.reduction_goal": _optional(fraction),
     "prune.reduction_increment": fraction,
     "prune.importance_iterations": positive_int_or_auto,
-    "prune.criterion": _choice(importance.CRITERIA),
+    "prune.criterion": _choice(tuple(importance.CRITERIA)),
     "prune.channel_multiple": positive_int,
     "prune.group_reduction": _choice(importance.GROUP_REDUCTIONS),
     "prune.validation_threshold": _optional(non_negative_number),

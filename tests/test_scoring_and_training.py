@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prune_core import TaylorPrunableNetwork
+from prune_core import TaylorPrunableNetwork, importance
 from prune_core.models import DigitsCNN, SequenceCNN
 from tests.helpers import assert_exact, prune_fraction
 
@@ -69,6 +69,28 @@ def test_global_ranking_removes_the_lowest_scores_and_never_the_last_filter():
     assert removed == 3 + 5 + 7 and pnet.num_prunables == 0
     small = pnet.to_module()
     assert [small.features[i].out_channels for i in (0, 3, 7)] == [1, 1, 1]
+
+
+class LargestWeight(importance.Criterion):
+    """A criterion defined outside the engine: a filter is as important as its largest weight."""
+
+    name = "max-abs"
+
+    def filter_scores(self, layer, accumulated):
+        return layer.weight.detach().abs().flatten(1).amax(dim=1).cpu()
+
+
+def test_a_criterion_defined_outside_the_engine_ranks_the_filters():
+    model = DigitsCNN(width=4)
+    weight = model.features[3].weight
+    with torch.no_grad():
+        weight[2], weight[6] = 0.05, 0.04  # many small weights: large in L1, small at their largest
+        weight[4] = 0.0
+        weight[4, 0, 0, 0] = 1.0  # one large weight: the smallest L1 norm, the largest weight
+    assert set(importance.l1_filter_norms(weight).argsort()[:2].tolist()) == {4, 6}  # what L1 would remove
+    pnet = TaylorPrunableNetwork(model, torch.randn(1, 1, 8, 8), criterion=LargestWeight())
+    assert pnet.update_prunables(max_to_prune=2) == 2  # no scores needed: it does not use gradients
+    assert not pnet.keep_1[[2, 6]].any() and pnet.keep_1[4] and pnet.keep_1.sum() == 6
 
 
 def test_masked_network_trains_without_reviving_filters_and_keeps_trained_weights():
