@@ -11,7 +11,9 @@ fails there; that module is then kept whole (an operation the analysis does not 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -144,6 +146,29 @@ class _ShapeTracer(_Tracer):
             self.running = False
 
 
+@contextlib.contextmanager
+def _attributes_kept(model: nn.Module) -> Iterator[None]:
+    """Put back every attribute, parameter, buffer and submodule entry of every module of ``model``."""
+    saved = [
+        (module, {key: dict(value) if key in _SLOTS else value for key, value in vars(module).items()})
+        for module in model.modules()
+    ]
+    try:
+        yield
+    finally:
+        for module, attributes in saved:
+            slots = {key: vars(module)[key] for key in _SLOTS if key in vars(module)}
+            vars(module).clear()
+            vars(module).update(attributes)
+            for key, entries in slots.items():  # the same dict objects, their entries as they were
+                entries.clear()
+                entries.update(attributes[key])
+                vars(module)[key] = entries
+
+
+_SLOTS = ("_parameters", "_buffers", "_modules")
+
+
 def _flatten(value: Any) -> list[Any]:
     if isinstance(value, (tuple, list)):
         return list(itertools.chain.from_iterable(_flatten(v) for v in value))
@@ -164,8 +189,9 @@ def trace(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tuple[f
         else:
             tracer = _Tracer(model, set(untraceable))
         try:
-            graph = tracer.trace(model)
-            return fx.GraphModule(tracer.root, graph, type(model).__name__), untraceable
+            with _attributes_kept(model):  # a forward traced with concrete shapes may cache what it computed
+                graph = tracer.trace(model)
+                return fx.GraphModule(tracer.root, graph, type(model).__name__), untraceable
         except Exception as err:  # fx raises many exception types for untraceable code
             path = tracer.failing_module()
             if path not in concrete:

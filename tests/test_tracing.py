@@ -104,3 +104,40 @@ def test_parameters_a_forward_changes_are_put_back_after_tracing_and_capture():
     assert torch.equal(pnet.model.conv2.weight, model.conv2.weight)
     with torch.no_grad():
         assert torch.allclose(model(x), pnet(x), rtol=1e-5, atol=1e-6)
+
+
+class CachesThenBranchesOnValues(nn.Module):
+    """ConViT's GPSA in miniature: a shape test (traced with concrete shapes) guards a cache the
+    forward fills, then control flow on values makes the module untraceable after all."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.positions = None
+
+    def forward(self, x):
+        if self.positions is None or self.positions.shape[-1] != x.shape[-1]:
+            self.positions = x.new_ones(x.shape[-1])
+        y = self.conv(x) * self.positions
+        return y if y.sum() > -1e9 else -y
+
+
+class WithCache(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.block, self.head = (
+            nn.Conv2d(3, 8, 3, padding=1),
+            CachesThenBranchesOnValues(),
+            nn.Conv2d(8, 4, 3),
+        )
+
+    def forward(self, x):
+        return self.head(self.block(F.relu(self.stem(x)))).mean((2, 3))
+
+
+def test_what_a_forward_caches_while_traced_is_dropped_with_the_failed_trace():
+    model, x = WithCache(), torch.randn(2, 3, 6, 6)
+    pnet = TaylorPrunableNetwork(copy.deepcopy(model), x)
+    assert not isinstance(pnet.model.block.positions, torch.fx.Proxy)  # no tracing proxy left behind
+    with torch.no_grad():
+        assert torch.allclose(model(x), pnet(x), rtol=1e-5, atol=1e-6)
