@@ -70,7 +70,7 @@ class TaylorPrunableNetwork(nn.Module):
         group_reduction: str = "sum",
     ) -> None:
         super().__init__()
-        self.criterion = importance.check_criterion(criterion)
+        self.criterion = criterion
         self.group_reduction = importance.check_group_reduction(group_reduction)
         positive_int("channel_multiple", channel_multiple)
         self.channel_multiple = channel_multiple
@@ -139,6 +139,16 @@ class TaylorPrunableNetwork(nn.Module):
             hooks.set_norm_mask(self.model.get_submodule(name), element_mask(role.layout, self.graph.spaces, units))
 
     # -- public properties --------------------------------------------------------------------
+
+    @property
+    def criterion(self) -> importance.Criterion:
+        """How filters are ranked; set it by name (``"taylor"``, ``"l1"``, ``"random"``) or as a
+        :class:`importance.Criterion`."""
+        return self._criterion
+
+    @criterion.setter
+    def criterion(self, criterion: str | importance.Criterion) -> None:
+        self._criterion = importance.check_criterion(criterion)
 
     @property
     def prunable_layer_names(self) -> list[str]:

@@ -91,6 +91,10 @@ def test_a_criterion_defined_outside_the_engine_ranks_the_filters():
     pnet = TaylorPrunableNetwork(model, torch.randn(1, 1, 8, 8), criterion=LargestWeight())
     assert pnet.update_prunables(max_to_prune=2) == 2  # no scores needed: it does not use gradients
     assert not pnet.keep_1[[2, 6]].any() and pnet.keep_1[4] and pnet.keep_1.sum() == 6
+    pnet.criterion = "taylor"  # switched by name, as a benchmark does after an L1 pruning step
+    assert pnet.criterion.uses_gradients and pnet.criterion is importance.CRITERIA["taylor"]
+    with pytest.raises(ValueError, match="criterion='magic'"):
+        pnet.criterion = "magic"
 
 
 def test_masked_network_trains_without_reviving_filters_and_keeps_trained_weights():
