@@ -29,7 +29,8 @@ class _Tracer(fx.Tracer):
     def __init__(self, model: nn.Module, opaque: set[str]) -> None:
         super().__init__()
         self.opaque = opaque
-        self.tensor_names = {id(t): name for name, t in [*model.named_buffers(), *model.named_parameters()]}
+        self.tensors = dict([*model.named_buffers(), *model.named_parameters()])
+        self.tensor_names = {id(t): name for name, t in self.tensors.items()}
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
         name = self.tensor_names.get(id(attr_val)) if isinstance(attr_val, torch.Tensor) else None
@@ -102,7 +103,6 @@ class _ShapeTracer(_Tracer):
         super().__init__(model, opaque)
         self.concrete = concrete
         self.inputs = iter(example_inputs)
-        self.tensors = {name: t for name, t in [*model.named_buffers(), *model.named_parameters()]}
         self.running = False  # computing an example value: modules run as they are, untraced
 
     def in_concrete_module(self) -> bool:
