@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from prune_core import hooks
-from prune_core.graph import preserved_state
 from prune_core.graph_roles import ChannelGraph
+from prune_core.module_state import attributes_kept, on_meta, preserved_state, to_meta
 
 
 class PointCapture:
@@ -66,11 +66,24 @@ class PointCapture:
         return int(relu is not None and relu.inplace)
 
     def find_overwritten(
-        self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...], pristine: nn.Module | None = None
+        self,
+        model: nn.Module,
+        example_inputs: tuple[torch.Tensor, ...],
+        pristine: nn.Module | None = None,
+        on_meta_tensors: bool = False,
     ) -> None:
         """One capture pass (eval mode, no gradients, state restored) to find points modified in place,
-        on the first example of the batch: which operations write in place does not depend on it."""
+        on the first example of the batch: which operations write in place does not depend on it.
+        With ``on_meta_tensors`` (a costly forward) the pass runs on meta tensors where it can:
+        in-place writes count on them as on real ones."""
         first = tuple(t[:1] if isinstance(t, torch.Tensor) and t.dim() else t for t in example_inputs)
-        with preserved_state(model, pristine), torch.no_grad():
+        with preserved_state(model, pristine), attributes_kept(model), torch.no_grad():
             model.eval()
+            if on_meta_tensors:
+                try:
+                    with on_meta(model):
+                        self.run(model, *to_meta(first), require_all=False)
+                    return
+                except Exception:  # an operation that reads values: the pass runs on real tensors
+                    pass
             self.run(model, *first, require_all=False)

@@ -67,6 +67,8 @@ class ChannelGraph:
     """Layer name -> modules (``inplace=True``) that overwrite its pruning point's output."""
     relu_after_point: dict[str, str] = field(default_factory=dict)
     """Layer name -> the ``nn.ReLU(inplace=True)`` that is the only consumer of its pruning point."""
+    costly_forward: bool = False
+    """The model's forward on the example took long: runs that need only shapes use meta tensors."""
 
     def producers(self) -> dict[int, list[str]]:
         """Space root -> names of the layers whose units make up that space, in graph order."""

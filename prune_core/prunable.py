@@ -74,8 +74,8 @@ class TaylorPrunableNetwork(nn.Module):
         self.group_reduction = importance.check_group_reduction(group_reduction)
         positive_int("channel_multiple", channel_multiple)
         self.channel_multiple = channel_multiple
-        self.model = copy.deepcopy(model)
-        self.graph: ChannelGraph = trace_channels(self.model, as_input_tuple(example_inputs), pristine=model)
+        self.model, inputs = copy.deepcopy(model), as_input_tuple(example_inputs)
+        self.graph: ChannelGraph = trace_channels(self.model, inputs, pristine=model)
         self._groups = self._select_groups(layer_names)
         for i, root in enumerate(self._groups):
             self.register_buffer(f"keep_{i}", torch.ones(self.graph.spaces.units(root), dtype=torch.bool))
@@ -83,7 +83,7 @@ class TaylorPrunableNetwork(nn.Module):
         self._point_dims = [self.graph.point_dims[name] for name in self._layers]
         self._install_hooks()
         self._points = PointCapture(self.model, self.graph, self._layers)
-        self._points.find_overwritten(self.model, as_input_tuple(example_inputs), pristine=model)
+        self._points.find_overwritten(self.model, inputs, model, on_meta_tensors=self.graph.costly_forward)
         self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_masks())
         self._scores = TaylorScoreSums(self._point_dims)
 

@@ -12,19 +12,20 @@ fails there; that module is then kept whole (an operation the analysis does not 
 from __future__ import annotations
 
 import contextlib
-import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import fx, nn
 
 from prune_core import ops
+from prune_core.module_state import attributes_kept, on_meta, to_meta
 
 
 class _Tracer(fx.Tracer):
     """fx's tracer that keeps drop-path modules and the modules in ``opaque`` whole (call_module),
     and finds a parameter's name in a dict (fx searches all of them at every access)."""
+
+    examples_missing = False  # no example runs alongside this tracer
 
     def __init__(self, model: nn.Module, opaque: set[str]) -> None:
         super().__init__()
@@ -104,6 +105,7 @@ class _ShapeTracer(_Tracer):
         self.concrete = concrete
         self.inputs = iter(example_inputs)
         self.running = False  # computing an example value: modules run as they are, untraced
+        self.examples_missing = False  # an operation could not run on its examples
 
     def in_concrete_module(self) -> bool:
         return any(path in self.concrete for path, _ in self.module_stack.values()) or "" in self.concrete
@@ -129,8 +131,18 @@ class _ShapeTracer(_Tracer):
             return next(self.inputs, None)
         if kind == "get_attr":
             return self.tensors.get(target)
-        values = fx.node.map_aggregate((args, kwargs), lambda a: a.example if isinstance(a, _ShapeProxy) else a)
-        if any(isinstance(a, fx.Proxy) for a in _flatten(values)):
+        unknown = False
+
+        def example(arg: Any) -> Any:
+            nonlocal unknown
+            if not isinstance(arg, fx.Proxy):
+                return arg
+            value = arg.example if isinstance(arg, _ShapeProxy) else None
+            unknown |= value is None
+            return value
+
+        values = fx.node.map_aggregate((args, kwargs), example)
+        if unknown:  # an input is unknown: so is the output
             return None
         (args, kwargs), self.running = values, True
         try:
@@ -141,61 +153,47 @@ class _ShapeTracer(_Tracer):
                     return getattr(args[0], target)(*args[1:], **kwargs)
                 return self.root.get_submodule(target)(*args, **kwargs)
         except Exception:  # an operation that cannot run on these values: its shape stays symbolic
+            self.examples_missing = True
             return None
         finally:
             self.running = False
 
 
-@contextlib.contextmanager
-def _attributes_kept(model: nn.Module) -> Iterator[None]:
-    """Put back every attribute, parameter, buffer and submodule entry of every module of ``model``."""
-    saved = [
-        (module, {key: dict(value) if key in _SLOTS else value for key, value in vars(module).items()})
-        for module in model.modules()
-    ]
-    try:
-        yield
-    finally:
-        for module, attributes in saved:
-            slots = {key: vars(module)[key] for key in _SLOTS if key in vars(module)}
-            vars(module).clear()
-            vars(module).update(attributes)
-            for key, entries in slots.items():  # the same dict objects, their entries as they were
-                entries.clear()
-                entries.update(attributes[key])
-                vars(module)[key] = entries
-
-
-_SLOTS = ("_parameters", "_buffers", "_modules")
-
-
-def _flatten(value: Any) -> list[Any]:
-    if isinstance(value, (tuple, list)):
-        return list(itertools.chain.from_iterable(_flatten(v) for v in value))
-    if isinstance(value, dict):
-        return _flatten(list(value.values()))
-    return [value]
-
-
 def trace(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tuple[fx.GraphModule, dict[str, str]]:
     """Trace ``model``, with concrete shapes inside the submodules a symbolic trace cannot enter
     and, where even that fails, the submodule kept whole. Returns the graph and the modules kept
-    whole (name -> why)."""
+    whole (name -> why).
+
+    The example runs alongside on meta tensors (shapes without arithmetic); where that leaves a
+    module whole, the trace is made again with the real example, whose values every operation can
+    read."""
+    gm, untraceable, examples_missing = _trace(model, example_inputs, examples_on_meta=True)
+    if untraceable and examples_missing:
+        gm, untraceable, _ = _trace(model, example_inputs, examples_on_meta=False)
+    return gm, untraceable
+
+
+def _trace(
+    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], examples_on_meta: bool
+) -> tuple[fx.GraphModule, dict[str, str], bool]:
+    """:func:`trace`, with the examples on meta tensors or real ones; also returns whether an
+    operation could not run on the examples."""
+    missing = False
     concrete: set[str] = set()
     untraceable: dict[str, str] = {}
     while True:
-        if concrete:
-            tracer: _Tracer = _ShapeTracer(model, set(untraceable), concrete, example_inputs)
-        else:
-            tracer = _Tracer(model, set(untraceable))
         try:
-            with _attributes_kept(model):  # a forward traced with concrete shapes may cache what it computed
-                graph = tracer.trace(model)
-                return fx.GraphModule(tracer.root, graph, type(model).__name__), untraceable
+            with attributes_kept(model):  # a forward traced with concrete shapes may cache what it computed
+                with on_meta(model) if examples_on_meta and concrete else contextlib.nullcontext():
+                    tracer = _new_tracer(model, untraceable, concrete, example_inputs, examples_on_meta)
+                    graph = tracer.trace(model)
+                missing |= tracer.examples_missing
+                return fx.GraphModule(tracer.root, graph, type(model).__name__), untraceable, missing
         except Exception as err:  # fx raises many exception types for untraceable code
+            missing |= tracer.examples_missing
             path = tracer.failing_module()
             if path not in concrete:
-                concrete.add(path)
+                concrete |= _alike(model, path)
                 continue
             if not path or path in untraceable:
                 raise ValueError(
@@ -203,3 +201,25 @@ def trace(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tuple[f
                     "The model's forward must be traceable: no control flow on tensor values."
                 ) from err
             untraceable[path] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+
+
+def _new_tracer(
+    model: nn.Module,
+    untraceable: dict[str, str],
+    concrete: set[str],
+    example_inputs: tuple[torch.Tensor, ...],
+    examples_on_meta: bool,
+) -> _Tracer:
+    if not concrete:
+        return _Tracer(model, set(untraceable))
+    examples = to_meta(example_inputs) if examples_on_meta else example_inputs
+    return _ShapeTracer(model, set(untraceable), concrete, examples)
+
+
+def _alike(model: nn.Module, path: str) -> set[str]:
+    """``path`` and every module of the same class: the same code stops fx in all of them, and one
+    trace marks them all (rather than one trace per module)."""
+    if not path:
+        return {path}
+    kind = type(model.get_submodule(path))
+    return {name for name, module in model.named_modules() if type(module) is kind}

@@ -1,0 +1,129 @@
+"""A model's state, kept safe while the analysis runs it: put back afterwards, or swapped for meta
+tensors so that a run computes shapes only.
+
+Analysing a model runs it several times (tracing with example shapes, shape propagation, the
+in-place capture pass). None of these runs may change what the user's network computes, and the
+ones that only need shapes need not pay for the arithmetic: on the ``meta`` device, a convolution
+over a 224 x 224 image costs what a tiny one does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_map
+
+_TENSOR_SLOTS = ("_parameters", "_buffers")
+_SLOTS = (*_TENSOR_SLOTS, "_modules")
+
+
+@contextlib.contextmanager
+def attributes_kept(model: nn.Module) -> Iterator[None]:
+    """Put back every attribute, parameter, buffer and submodule entry of every module of ``model``
+    (the same dict objects, their entries as they were): what a run caches on a module goes."""
+    saved = [
+        (module, {key: dict(value) if key in _SLOTS else value for key, value in vars(module).items()})
+        for module in model.modules()
+    ]
+    try:
+        yield
+    finally:
+        for module, attributes in saved:
+            slots = {key: vars(module)[key] for key in _SLOTS if key in vars(module)}
+            vars(module).clear()
+            vars(module).update(attributes)
+            for key, entries in slots.items():
+                entries.clear()
+                entries.update(attributes[key])
+                vars(module)[key] = entries
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module, pristine: nn.Module | None = None) -> Iterator[None]:
+    """Run a block on ``model`` and put back every parameter, buffer and training flag it changed:
+    the same tensor objects, with their values.
+
+    fx records the forward of a norm subclass defined outside ``torch.nn`` (timm's
+    ``BatchNormAct2d``) as ``F.batch_norm(..., training=True)``: running the traced graph would
+    update the running statistics even in eval mode. The values are read back from ``pristine``, an
+    unchanged model of which ``model`` is a copy; without it they are cloned first.
+    """
+    slots = [(m.__dict__[kind], dict(m.__dict__[kind])) for m in model.modules() for kind in _TENSOR_SLOTS]
+    tensors = {id(t): t for _, saved in slots for t in saved.values() if t is not None}
+    originals = _originals(model, tensors, pristine)
+    modes = {m: m.training for m in model.modules()}
+    try:
+        yield
+    finally:
+        for current, saved in slots:  # a forward may replace a tensor (a cache rebuilt at a new shape)
+            current.clear()
+            current.update(saved)
+        with torch.no_grad():
+            for key, tensor in tensors.items():
+                tensor.copy_(originals[key])
+        for module, training in modes.items():
+            module.training = training
+
+
+def _originals(
+    model: nn.Module, tensors: dict[int, torch.Tensor], pristine: nn.Module | None
+) -> dict[int, torch.Tensor]:
+    """The values to restore, by tensor id: the same-named tensors of ``pristine``, else clones."""
+    source = dict(named_tensors(pristine)) if pristine is not None else {}
+    names = {id(t): name for name, t in named_tensors(model)}
+    return {
+        key: source[names[key]].detach() if names.get(key) in source else t.detach().clone()
+        for key, t in tensors.items()
+    }
+
+
+def named_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Every parameter and buffer of ``model`` by name, shared ones under each of their names."""
+    return [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+
+
+@contextlib.contextmanager
+def on_meta(model: nn.Module) -> Iterator[None]:
+    """Inside, every parameter and buffer of ``model`` is a meta tensor of the same shape, dtype,
+    strides and type (tied tensors stay tied); on leaving, each is put back where the block left
+    its meta copy (an entry the block replaced is the caller's to restore, see
+    :func:`attributes_kept`).
+
+    A run on meta tensors computes shapes and never reads a value: code that depends on values
+    (``.item()``, control flow on a tensor) raises, and so do operations that mix in a real tensor
+    (one a module keeps outside its parameters and buffers). Callers then run on real tensors.
+    """
+    copies: dict[int, torch.Tensor] = {}
+    swapped = []
+    for module in model.modules():
+        for kind in _TENSOR_SLOTS:
+            entries = vars(module)[kind]
+            for key, tensor in entries.items():
+                if tensor is not None:
+                    if id(tensor) not in copies:
+                        copies[id(tensor)] = _meta_like(tensor)
+                    swapped.append((entries, key, tensor, copies[id(tensor)]))
+    for entries, key, _, meta in swapped:
+        entries[key] = meta
+    try:
+        yield
+    finally:
+        for entries, key, tensor, meta in swapped:
+            if entries.get(key) is meta:
+                entries[key] = tensor
+
+
+def to_meta(value: Any) -> Any:
+    """``value`` (tensors inside tuples, lists and dicts) with every tensor as a meta tensor."""
+    return tree_map(lambda v: _meta_like(v) if isinstance(v, torch.Tensor) else v, value)
+
+
+def _meta_like(tensor: torch.Tensor) -> torch.Tensor:
+    meta = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device="meta")
+    if isinstance(tensor, nn.Parameter):
+        return nn.Parameter(meta, requires_grad=tensor.requires_grad)
+    return meta.requires_grad_(tensor.requires_grad)
