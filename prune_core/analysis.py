@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from prune_core import ops
 from prune_core.prunable import TaylorPrunableNetwork
 
 NOT_SELECTED = "not selected by layer_names"
@@ -86,6 +87,7 @@ def analyze_network(
                 "reason": reason,
             }
         )
+    layer_rows += _kept_whole_rows(pnet.model, graph.kept_whole, set(graph.layers))
     group_rows = [
         {"group": g, "layers": names, "units": units}
         for g, (names, units) in enumerate(zip(pnet.layer_groups, pnet.group_units, strict=True))
@@ -96,3 +98,17 @@ def analyze_network(
         layers=pd.DataFrame(layer_rows, columns=["layer", "type", "filters", "prunable", "group", "reason"]),
         groups=pd.DataFrame(group_rows, columns=["group", "layers", "units"]),
     )
+
+
+def _kept_whole_rows(model: nn.Module, kept_whole: dict[str, str], analysed: set[str]) -> list[dict]:
+    """A row for each conv and Linear inside a module kept whole (the analysis never saw them)."""
+    rows = []
+    for name, module in model.named_modules():
+        whole = next((m for m in kept_whole if name == m or name.startswith(f"{m}.")), None)
+        if whole is None or name in analysed or not isinstance(module, ops.CONV_MODULES + ops.LINEAR_MODULES):
+            continue
+        filters = module.out_channels if isinstance(module, ops.CONV_MODULES) else module.out_features
+        inside = "" if whole == name else f"inside {whole}, "
+        row = {"layer": name, "type": type(module).__name__, "filters": filters, "prunable": False, "group": -1}
+        rows.append(row | {"reason": f"{inside}kept whole: {kept_whole[whole]}"})
+    return rows

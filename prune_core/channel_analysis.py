@@ -163,6 +163,8 @@ class ChannelAnalysis(ShapeRules):
     def _call_module(self, node: fx.Node) -> Any:
         module = self.model.get_submodule(node.target)
         name = str(node.target)
+        if name in self.untraceable:
+            return self.unknown(node, f"module {name} could not be traced ({self.untraceable[name]})")
         if isinstance(module, ops.CONV_MODULES + ops.NORM_MODULES + ops.LINEAR_MODULES) and self.calls[node.target] > 1:
             return self.unknown(node, f"module {name} is called more than once")
         x = self.tensor(node.args[0]) if node.args else None
@@ -176,8 +178,6 @@ class ChannelAnalysis(ShapeRules):
             return self.channelwise(node)
         if isinstance(module, ops.FLATTEN_MODULES):
             return self.reshape(node, [])
-        if name in self.untraceable:
-            return self.unknown(node, f"module {name} could not be traced ({self.untraceable[name]})")
         return self.unknown(node, f"unsupported module {name} ({type(module).__name__})")
 
     # -- layers -------------------------------------------------------------------------------

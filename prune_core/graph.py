@@ -35,7 +35,7 @@ def trace_channels(
         model.eval()
         costly_forward = propagate_shapes(gm, example_inputs)
     graph = _analyse(gm, model, untraceable)
-    graph.costly_forward = costly_forward
+    graph.kept_whole, graph.costly_forward = untraceable, costly_forward
     return graph
 
 

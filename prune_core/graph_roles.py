@@ -67,6 +67,8 @@ class ChannelGraph:
     """Layer name -> modules (``inplace=True``) that overwrite its pruning point's output."""
     relu_after_point: dict[str, str] = field(default_factory=dict)
     """Layer name -> the ``nn.ReLU(inplace=True)`` that is the only consumer of its pruning point."""
+    kept_whole: dict[str, str] = field(default_factory=dict)
+    """Module -> why it is kept whole (it could not be traced): nothing inside it is pruned."""
     costly_forward: bool = False
     """The model's forward on the example took long: runs that need only shapes use meta tensors."""
 

@@ -180,7 +180,7 @@ def _trace(
     operation could not run on the examples."""
     missing = False
     concrete: set[str] = set()
-    untraceable: dict[str, str] = {}
+    untraceable = _hooked(model)
     while True:
         try:
             with attributes_kept(model):  # a forward traced with concrete shapes may cache what it computed
@@ -214,6 +214,16 @@ def _new_tracer(
         return _Tracer(model, set(untraceable))
     examples = to_meta(example_inputs) if examples_on_meta else example_inputs
     return _ShapeTracer(model, set(untraceable), concrete, examples)
+
+
+def _hooked(model: nn.Module) -> dict[str, str]:
+    """The submodules with forward hooks or pre-hooks, kept whole: fx traces a module's forward
+    without its hooks, and a hook may change what the module computes."""
+    return {
+        name: "it has forward hooks, which tracing does not see"
+        for name, module in model.named_modules()
+        if name and (module._forward_hooks or module._forward_pre_hooks)
+    }
 
 
 def _alike(model: nn.Module, path: str) -> set[str]:

@@ -141,3 +141,25 @@ def test_what_a_forward_caches_while_traced_is_dropped_with_the_failed_trace():
     assert not isinstance(pnet.model.block.positions, torch.fx.Proxy)  # no tracing proxy left behind
     with torch.no_grad():
         assert torch.allclose(model(x), pnet(x), rtol=1e-5, atol=1e-6)
+
+
+class TwoConvs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(F.relu(self.conv2(F.relu(self.conv1(x)))).mean((2, 3)))
+
+
+def test_a_module_with_forward_hooks_is_kept_whole():
+    """A hook (here one that reverses the channels) changes what its module computes, and fx traces
+    forwards without hooks: the module's channels are fixed, the rest prunes exactly."""
+    from prune_core import analyze_network
+
+    model, x = TwoConvs(), torch.randn(2, 3, 8, 8)
+    model.conv1.register_forward_hook(lambda module, args, out: out.flip(1))
+    reasons = analyze_network(model, x).layers.set_index("layer")["reason"]
+    assert "forward hooks" in reasons["conv1"]
+    pnet, small = prune_twice_and_check(model, x, fraction=0.3)
+    assert small.conv1.out_channels == 8 and small.conv2.out_channels < 8
