@@ -44,29 +44,24 @@ def attributes_kept(model: nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def preserved_state(model: nn.Module, pristine: nn.Module | None = None) -> Iterator[None]:
-    """Run a block on ``model`` and put back every parameter, buffer and training flag it changed:
-    the same tensor objects, with their values.
+    """Run a block on ``model`` and put back what it changed: every attribute (see
+    :func:`attributes_kept`, training flags included) and the values of every parameter and buffer,
+    in the same tensor objects.
 
     fx records the forward of a norm subclass defined outside ``torch.nn`` (timm's
     ``BatchNormAct2d``) as ``F.batch_norm(..., training=True)``: running the traced graph would
     update the running statistics even in eval mode. The values are read back from ``pristine``, an
     unchanged model of which ``model`` is a copy; without it they are cloned first.
     """
-    slots = [(m.__dict__[kind], dict(m.__dict__[kind])) for m in model.modules() for kind in _TENSOR_SLOTS]
-    tensors = {id(t): t for _, saved in slots for t in saved.values() if t is not None}
+    tensors = {id(t): t for _, t in named_tensors(model)}
     originals = _originals(model, tensors, pristine)
-    modes = {m: m.training for m in model.modules()}
-    try:
-        yield
-    finally:
-        for current, saved in slots:  # a forward may replace a tensor (a cache rebuilt at a new shape)
-            current.clear()
-            current.update(saved)
-        with torch.no_grad():
-            for key, tensor in tensors.items():
-                tensor.copy_(originals[key])
-        for module, training in modes.items():
-            module.training = training
+    with attributes_kept(model):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for key, tensor in tensors.items():
+                    tensor.copy_(originals[key])
 
 
 def _originals(

@@ -165,11 +165,15 @@ def trace(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tuple[f
     whole (name -> why).
 
     The example runs alongside on meta tensors (shapes without arithmetic); where that leaves a
-    module whole, the trace is made again with the real example, whose values every operation can
-    read."""
-    gm, untraceable, examples_missing = _trace(model, example_inputs, examples_on_meta=True)
-    if untraceable and examples_missing:
-        gm, untraceable, _ = _trace(model, example_inputs, examples_on_meta=False)
+    module whole or fails, the trace is made again with the real example, whose values every
+    operation can read."""
+    try:
+        gm, untraceable, examples_missing = _trace(model, example_inputs, examples_on_meta=True)
+        if not (untraceable and examples_missing):
+            return gm, untraceable
+    except ValueError:  # not traceable with the examples on meta tensors; perhaps with the real ones
+        pass
+    gm, untraceable, _ = _trace(model, example_inputs, examples_on_meta=False)
     return gm, untraceable
 
 

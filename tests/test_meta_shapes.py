@@ -136,3 +136,24 @@ def test_every_module_of_the_class_fx_stops_in_is_traced_with_concrete_shapes_at
     monkeypatch.setattr(tracing._ShapeTracer, "trace", lambda self, root: traced.append(1) or trace(self, root))
     _, untraceable = tracing.trace(FourBranchBlocks().train(), (torch.randn(2, 3, 6, 6),))
     assert untraceable == {} and len(traced) == 1  # one concrete trace, not one per block
+
+
+class TopLevelKeepsByMask(nn.Module):
+    """The model's own forward needs a size only values give."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("keep", torch.tensor([1.0, 0.0, 1.0]))
+        self.conv, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 2)
+
+    def forward(self, x):
+        rows = torch.nonzero(self.keep).flatten()
+        if rows.shape[0] < x.shape[2]:
+            x = x[:, :, rows]
+        return self.head(self.conv(x).mean((2, 3)))
+
+
+def test_a_model_traced_whole_with_concrete_shapes_gets_the_real_example_where_meta_fails():
+    model, x = TopLevelKeepsByMask(), torch.randn(2, 3, 4, 4)
+    pnet, small = prune_twice_and_check(model, x)
+    assert small.conv.out_channels < 8
