@@ -165,11 +165,11 @@ def trace(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tuple[f
     whole (name -> why).
 
     The example runs alongside on meta tensors (shapes without arithmetic); where that leaves a
-    module whole or fails, the trace is made again with the real example, whose values every
-    operation can read."""
+    module whole or fails, or a tensor the forward computed from the example became a constant of
+    the graph (a meta tensor then), the trace is made again with the real example."""
     try:
         gm, untraceable, examples_missing = _trace(model, example_inputs, examples_on_meta=True)
-        if not (untraceable and examples_missing):
+        if not (untraceable and examples_missing) and not _holds_meta_tensors(gm):
             return gm, untraceable
     except ValueError:  # not traceable with the examples on meta tensors; perhaps with the real ones
         pass
@@ -218,6 +218,12 @@ def _new_tracer(
         return _Tracer(model, set(untraceable))
     examples = to_meta(example_inputs) if examples_on_meta else example_inputs
     return _ShapeTracer(model, set(untraceable), concrete, examples)
+
+
+def _holds_meta_tensors(gm: fx.GraphModule) -> bool:
+    return any(t.is_meta for t in [*gm.parameters(), *gm.buffers()]) or any(
+        isinstance(value, torch.Tensor) and value.is_meta for module in gm.modules() for value in vars(module).values()
+    )
 
 
 def _hooked(model: nn.Module) -> dict[str, str]:

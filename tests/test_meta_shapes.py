@@ -157,3 +157,18 @@ def test_a_model_traced_whole_with_concrete_shapes_gets_the_real_example_where_m
     model, x = TopLevelKeepsByMask(), torch.randn(2, 3, 4, 4)
     pnet, small = prune_twice_and_check(model, x)
     assert small.conv.out_channels < 8
+
+
+def test_a_tensor_the_forward_computes_from_the_meta_example_does_not_become_a_graph_constant():
+    """ConViT caches its relative positions on a forward; traced again with the example on meta
+    tensors, its attention baked a meta tensor into the graph, and the shape run then mixed devices
+    (the second wrapper of a model failed). The trace is then made with the real example."""
+    timm = pytest.importorskip("timm")
+    model, x = timm.create_model("convit_tiny", pretrained=False).eval(), torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        model(x)  # fills the cache
+    pnet = TaylorPrunableNetwork(model, x, criterion="l1")
+    assert pnet.num_prunables > 0 and meta_tensors_left(pnet.model) == []
+    pnet.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x), pnet(x), rtol=1e-5, atol=1e-6)
