@@ -7,7 +7,7 @@ from torch import nn
 
 from prune_core import hooks
 from prune_core.graph_roles import ChannelGraph
-from prune_core.module_state import attributes_kept, on_meta, preserved_state, to_meta
+from prune_core.module_state import on_meta, preserved_state, to_meta
 
 
 class PointCapture:
@@ -77,7 +77,7 @@ class PointCapture:
         With ``on_meta_tensors`` (a costly forward) the pass runs on meta tensors where it can:
         in-place writes count on them as on real ones."""
         first = tuple(t[:1] if isinstance(t, torch.Tensor) and t.dim() else t for t in example_inputs)
-        with preserved_state(model, pristine), attributes_kept(model), torch.no_grad():
+        with preserved_state(model, pristine), torch.no_grad():  # attributes and values put back
             model.eval()
             if on_meta_tensors:
                 try:
