@@ -77,8 +77,8 @@ def taylor_batch_scores(activation: torch.Tensor, gradient: torch.Tensor, dim: i
     (1 for a conv's ``(N, C, *spatial)``, the last for a Linear's ``(N, *tokens, C)``):
     ``score[c] = mean_n | mean_positions(a[n, c] * g[n, c]) |``.
     """
-    product = (activation * gradient).movedim(dim, 1).flatten(2)
-    per_example = product.mean(dim=2) if product.shape[2] else product.squeeze(2)
+    product = (activation * gradient).movedim(dim, 1)
+    per_example = product.reshape(*product.shape[:2], -1).mean(dim=2)  # a Linear's (N, C): one position
     return per_example.abs().mean(dim=0)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from sweeps.console import BaselineProgress, TrialProgress, console, quiet_libra
 from sweeps.data import DataBundle, build_data
 from sweeps.report import RESULT_COLUMNS, accuracy_vs_learnables_figure, pareto_front, sort_trials
 from sweeps.space import grid_points, param_space, trial_config
-from sweeps.trial import run_trial
+from sweeps.trial import TRIAL_CHECKPOINTS, run_trial
 
 CONFIG_FILE, TUNE_FOLDER, BEST_MODEL_FILE = "sweep_config.json", "tune", "best_pruned.pt2"
 
@@ -192,7 +193,6 @@ def _run_trials(base: dict, folder: Path, resources: dict[str, float], data: Dat
                 name=TUNE_FOLDER,
                 storage_path=str(storage),
                 failure_config=tune.FailureConfig(max_failures=base["ray"]["max_failures"]),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=2 if base["verbose"] else 0,
                 callbacks=[tune_callback(progress)],
             ),
@@ -203,6 +203,8 @@ def _run_trials(base: dict, folder: Path, resources: dict[str, float], data: Dat
     finally:
         progress.stop()
     failed = sum(1 for result in results if result.error is not None)
+    if not failed:  # every trial finished: no resume will need their pruning checkpoints
+        shutil.rmtree(Path(base["_sweep"]["folder"]) / TRIAL_CHECKPOINTS, ignore_errors=True)
     try:
         return _summarize(base, folder, failed)
     except tracking.TrackingUnavailable as err:

@@ -1,7 +1,10 @@
 """One sweep trial: a compress_network run inside a Ray worker, reported to Tune and recorded in MLflow.
 
-A restarted trial (worker killed, driver resumed) continues from its last per-iteration Tune
-checkpoint, in the same MLflow run, and logs only the steps that run does not have yet.
+A restarted trial (worker killed, driver resumed) continues from its last per-iteration pruning
+checkpoint, in the same MLflow run, and logs only the steps that run does not have yet. That checkpoint
+is one file per trial in the sweep folder, replaced atomically after each iteration, not a Tune
+checkpoint: Tune deletes its older checkpoints before its experiment state names the newer one, so a
+driver killed in between left a state that no resume could restore.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from sweeps.space import trial_config
 
 ITERATION_METRICS = {name: name for name in ("learnables", "reduction", "val_loss", "val_accuracy")}
 """Pruning-history columns logged as MLflow step metrics (step = pruning iteration)."""
-CHECKPOINT_FILE = "latest.pt"
+TRIAL_CHECKPOINTS = "trial_checkpoints"
+"""Folder of the sweep folder holding each unfinished trial's latest pruning checkpoint."""
 
 
 def trial_device(cfg: dict) -> str:
@@ -75,6 +79,7 @@ def run_trial(params: dict[str, Any], base: dict, data: DataBundle) -> None:
     logged_batch = tracking.last_step(uri, run_id, "train_loss")
     workdir = Path(tempfile.mkdtemp(prefix=f"prune-trial-{trial_id}-"))
     (workdir / "pruning").mkdir()
+    latest = trial_checkpoint(sweep, trial_id)
 
     reporting_seconds = 0.0
 
@@ -83,11 +88,8 @@ def run_trial(params: dict[str, Any], base: dict, data: DataBundle) -> None:
         start, row = time.perf_counter(), result.row
         tracking.log_steps(uri, run_id, [row], "iteration", ITERATION_METRICS, logged_iteration)
         tracking.log_steps(uri, run_id, result.training_rows, "iteration", {"loss": "train_loss"}, logged_batch)
-        folder = workdir / f"report_{row['iteration']:03d}"
-        folder.mkdir()
-        shutil.copyfile(result.checkpoint, folder / CHECKPOINT_FILE)
-        tune.report(_iteration_metrics(row), checkpoint=tune.Checkpoint.from_directory(str(folder)))
-        shutil.rmtree(folder, ignore_errors=True)
+        _replace_atomically(latest, result.checkpoint)
+        tune.report(_iteration_metrics(row))
         reporting_seconds += time.perf_counter() - start
 
     try:
@@ -110,7 +112,7 @@ def run_trial(params: dict[str, Any], base: dict, data: DataBundle) -> None:
             verbosity_level="off",
             plots="pruning-progress",
             callbacks=[report],
-            resume_from=_restored_checkpoint(workdir),
+            resume_from=latest if latest.is_file() else None,
         )
         compress_seconds = time.perf_counter() - compress_start - reporting_seconds
         final = _record_result(cfg, run_id, model, pruned, info, example_batch(data), workdir / "pruning")
@@ -127,17 +129,17 @@ def _iteration_metrics(row: dict) -> dict[str, float]:
     return {"pruning_iteration": row["iteration"], **{name: row[col] for col, name in ITERATION_METRICS.items()}}
 
 
-def _restored_checkpoint(workdir: Path) -> Path | None:
-    """The pruning checkpoint of the Tune checkpoint this trial restarts from, copied locally."""
-    from ray import tune
+def trial_checkpoint(sweep: dict, trial_id: str) -> Path:
+    """Where the trial ``trial_id`` of this sweep keeps its latest pruning checkpoint."""
+    return Path(sweep["folder"]) / TRIAL_CHECKPOINTS / f"{trial_id}.pt"
 
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        return None
-    target = workdir / "restored.pt"
-    with checkpoint.as_directory() as folder:
-        shutil.copyfile(Path(folder) / CHECKPOINT_FILE, target)
-    return target
+
+def _replace_atomically(target: Path, source: Path) -> None:
+    """``target`` becomes a copy of ``source``; a reader sees the old file or the new one, never a part."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    shutil.copyfile(source, partial)
+    partial.replace(target)
 
 
 def _trial_run(cfg: dict, sweep: dict, trial_id: str, trial_name: str) -> str:

@@ -316,6 +316,40 @@ def _synthetic_images(n=256, size=16, classes=5):
     return x, y
 
 
+class ConvWithMLPHead(nn.Module):
+    """A conv body and a classifier MLP on flat features: the hidden Linear's activation is (N, C)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc2(F.hardswish(self.fc1(F.relu(self.conv(x)).mean((2, 3)))))
+
+
+def test_taylor_score_of_linear_units_on_flat_features_matches_autograd():
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, 8, 8)
+    for on_backward in (False, True):
+        pnet = TaylorPrunableNetwork(ConvWithMLPHead(), x)
+        out, acts = pnet.forward_with_activations(x)
+        index = pnet.prunable_layer_names.index("fc1")
+        act = acts[index]
+        if on_backward:
+            act.retain_grad()
+            pnet.score_on_backward(acts)
+            out.square().sum().backward()
+            grad = act.grad
+        else:
+            grads = torch.autograd.grad(out.square().sum(), acts)
+            grad = grads[index]
+            pnet.update_score(acts, grads)
+        assert act.shape == (5, 16)
+        expected = (act * grad).abs().mean(dim=0).detach()
+        torch.testing.assert_close(pnet.layer_scores()["fc1"], expected)
+
+
 @pytest.mark.parametrize("net", [TinyConvNeXt, TinyViT, PerPathWeights], ids=["convnext", "vit", "split-parts"])
 def test_compress_network_reaches_the_goal_on_modern_blocks(net):
     from prune_core import TrainingOptions, compress_network, network_metrics

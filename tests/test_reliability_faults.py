@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from prune_core import TrainingOptions, compress_network
 from prune_core.data import load_digits_tensors
 from prune_core.models import DigitsCNN
+from sweeps.trial import TRIAL_CHECKPOINTS
 
 from .sweep_helpers import (
     TINY,
@@ -28,10 +29,10 @@ from .sweep_helpers import (
     trial_runs,
 )
 
-SLOW_TRIAL = [  # one trial of about six pruning iterations, a few seconds each
+SLOW_TRIAL = [  # one trial of about six pruning iterations, about two seconds each
     *TINY,
     "data.max_train_samples=1000",
-    "finetune.epochs=2",
+    "finetune.epochs=8",
     "prune.reduction_goal=0.6",
     "prune.reduction_increment=0.1",
 ]
@@ -76,19 +77,25 @@ def _reported_iterations(sweep_folder: Path) -> list[int]:
         return [int(float(row["pruning_iteration"])) for row in csv.DictReader(f) if row["pruning_iteration"]]
 
 
-def _checkpoint_index(tmp_path: Path) -> int:
-    indices = [int(p.name.split("_")[-1]) for p in tmp_path.glob("digits_default/*/ray/tune/*/checkpoint_*")]
-    return max(indices, default=-1)
+def _reported_so_far(tmp_path: Path) -> list[int]:
+    folders = list(tmp_path.glob("digits_default/*/"))
+    return _reported_iterations(folders[0]) if folders and list(folders[0].glob("ray/tune/*/progress.csv")) else []
+
+
+def _trial_checkpoints(tmp_path: Path) -> list[Path]:
+    return list(tmp_path.glob(f"digits_default/*/{TRIAL_CHECKPOINTS}/*.pt"))
 
 
 def test_killed_trial_resumes_from_its_last_checkpoint_in_the_same_run(tmp_path):
     driver = _start_sweep(*SLOW_TRIAL, "ray.max_failures=2", f"output_dir={tmp_path}", cwd=tmp_path)
-    _wait_for(lambda: _checkpoint_index(tmp_path) >= 1, driver, "second per-iteration checkpoint")
+    # an iteration is reported to Tune after its checkpoint replaced the trial's last one
+    _wait_for(lambda: len(_reported_so_far(tmp_path)) >= 2, driver, "second reported pruning iteration")
     workers = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout.split()
     assert len(workers) == 1, workers
-    killed_after = _checkpoint_index(tmp_path) + 1
+    killed_after = _reported_so_far(tmp_path)[-1]
     os.kill(int(workers[0]), signal.SIGKILL)
     assert driver.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    assert not _trial_checkpoints(tmp_path)  # removed once every trial had finished
 
     record = _assert_one_continuous_run(f"sqlite:///{tmp_path}/mlflow.db")
     (folder,) = tmp_path.glob("digits_default/*/")
@@ -124,7 +131,7 @@ def test_mlflow_server_going_away_fails_the_trial_in_bounded_time_and_resume_fin
     assert returncode == 3, log[-3000:]
     assert "kept failing for 5 s (tracking.retry_seconds)" in log and "prune-sweep resume=" in log
     assert bounded < 120  # 2 attempts of the trial and the summary, each giving up after 5 s of retries
-    assert _checkpoint_index(tmp_path) >= 1  # the Ray checkpoint survived
+    assert len(_trial_checkpoints(tmp_path)) == 1  # the trial's pruning checkpoint survived
 
     server = start_mlflow_server(tmp_path, port)
     try:
