@@ -202,11 +202,20 @@ def train_error(model: nn.Module, wrapper: nn.Module, x: torch.Tensor) -> float:
     return relative_error(*outputs)
 
 
+def taylor_prune(wrapper: nn.Module, x: torch.Tensor, max_to_prune: int) -> int:
+    """Taylor-score ``x`` as ``compress_network`` does (eval mode, ``score_on_backward``), then
+    ``update_prunables``."""
+    out, acts = wrapper.eval().forward_with_activations(x)
+    wrapper.score_on_backward(acts)
+    sum(t.float().square().mean() for t in tensors(out)).backward()
+    return wrapper.update_prunables(max_to_prune=max_to_prune)
+
+
 def prune_and_extract(wrapper: nn.Module, x: torch.Tensor, params: int) -> dict:
-    """Two rounds of ``update_prunables`` (a quarter of the units each), then the extracted module
-    against the masked wrapper in eval mode."""
+    """Two rounds of Taylor scoring and ``update_prunables`` (a quarter of the units each), then the
+    extracted module against the masked wrapper in eval mode."""
     step = max(1, wrapper.num_prunables // 4)
-    removed = sum(wrapper.update_prunables(max_to_prune=step) for _ in range(2))
+    removed = sum(taylor_prune(wrapper, x, step) for _ in range(2))
     small = wrapper.to_module().eval()
     wrapper.eval()
     with torch.no_grad():
@@ -227,7 +236,7 @@ def measure_ours(model: nn.Module, x: torch.Tensor, rec: dict) -> None:
 
     before = {key: value.detach().clone() for key, value in model.state_dict().items()}
     start = time.perf_counter()
-    wrapper = attempt(rec, "trace", lambda: TaylorPrunableNetwork(model.eval(), x, criterion="random"))
+    wrapper = attempt(rec, "trace", lambda: TaylorPrunableNetwork(model.eval(), x))
     rec["analysis_s"] = time.perf_counter() - start
     rec["traced"] = wrapper is not None
     if wrapper is None:

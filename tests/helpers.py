@@ -24,6 +24,23 @@ def prune_fraction(pnet: TaylorPrunableNetwork, fraction: float, step: int | Non
     return removed
 
 
+def prune_fraction_by_taylor(pnet: TaylorPrunableNetwork, x: torch.Tensor, fraction: float) -> None:
+    """Prune at least ``fraction`` of the units in steps, each after Taylor-scoring the batch ``x``:
+    alternately the way compress_network scores (``score_on_backward``) and the way MATLAB's
+    ``updateScore`` does (gradients first)."""
+    start, step = pnet.num_prunables, 0
+    while pnet.num_prunables > (1 - fraction) * start:
+        out, acts = pnet.forward_with_activations(x)
+        loss = out.logsumexp(-1).sum()
+        if step % 2 == 0:
+            pnet.score_on_backward(acts)
+            loss.backward()
+        else:
+            pnet.update_score(acts, torch.autograd.grad(loss, acts, allow_unused=True))
+        assert pnet.update_prunables(max_to_prune=max(1, start // 8)) > 0
+        step += 1
+
+
 def assert_exact(pnet: TaylorPrunableNetwork, *inputs: torch.Tensor, rtol: float = 1e-5) -> nn.Module:
     """The masked network and the extracted one agree in eval mode; learnables match."""
     pnet.eval()

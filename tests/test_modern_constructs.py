@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prune_core import TaylorPrunableNetwork
-from tests.helpers import assert_exact, n_params, prune_fraction, prune_twice_and_check
+from tests.helpers import assert_exact, n_params, prune_fraction, prune_fraction_by_taylor, prune_twice_and_check
 from tests.test_channel_splits import PerPathWeights
 
 
@@ -223,13 +223,13 @@ def test_timm_models_are_faithful_and_prune_exactly(name):
                 param.normal_(0.0, 0.02)
     x = torch.randn(2, 3, size, size)
     before = _state(model)
-    pnet = TaylorPrunableNetwork(model, x, criterion="random")
+    pnet = TaylorPrunableNetwork(model, x)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(torch.equal(before[k], v) for k, v in pnet.model.state_dict().items())
     pnet.eval()
     with torch.no_grad():
         assert torch.allclose(model(x), pnet(x), rtol=1e-5, atol=1e-6)
-    prune_fraction(pnet, 0.3)
+    prune_fraction_by_taylor(pnet, x, 0.3)
     assert_exact(pnet, x)
 
 
