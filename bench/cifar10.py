@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from bench import pruning
+from prune_core.data import ImageTensorDataset, build_data
 from prune_core.models import resnet20
-from sweeps.data import ImageTensorDataset, build_data
 
 ROOT = Path(os.environ.get("CIFAR10_JPEG", "~/.cache/datasets/cifar10-jpeg")).expanduser()
 VAL_SAMPLES = 5000

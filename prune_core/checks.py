@@ -7,8 +7,14 @@ from pathlib import Path
 from typing import Any
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """An int or float, not a bool."""
     return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def is_int(value: Any) -> bool:
+    """An int, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def one_of(label: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -17,39 +23,39 @@ def one_of(label: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def positive_int(label: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{label}={value!r} is not allowed; use a positive integer.")
 
 
 def positive_int_or_auto(label: str, value: Any) -> None:
-    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+    if value != "auto" and (not is_int(value) or value < 1):
         raise ValueError(f"{label}={value!r} is not allowed; use a positive integer or 'auto'.")
 
 
 def positive_number(label: str, value: Any) -> None:
-    if not _is_number(value) or not value > 0:
+    if not is_number(value) or not value > 0:
         raise ValueError(f"{label}={value!r} is not allowed; use a number > 0.")
 
 
 def non_negative_number(label: str, value: Any) -> None:
-    if not _is_number(value) or value < 0:
+    if not is_number(value) or value < 0:
         raise ValueError(f"{label}={value!r} is not allowed; use a number >= 0.")
 
 
 def fraction(label: str, value: Any) -> None:
     """A share in (0, 1]."""
-    if not _is_number(value) or not 0 < value <= 1:
+    if not is_number(value) or not 0 < value <= 1:
         raise ValueError(f"{label}={value!r} is not allowed; use a number in (0, 1].")
 
 
 def fraction_below_one(label: str, value: Any) -> None:
     """A share in [0, 1)."""
-    if not _is_number(value) or not 0 <= value < 1:
+    if not is_number(value) or not 0 <= value < 1:
         raise ValueError(f"{label}={value!r} is not allowed; use a number in [0, 1).")
 
 
 def non_negative_int(label: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_int(value) or value < 0:
         raise ValueError(f"{label}={value!r} is not allowed; use an integer >= 0.")
 
 

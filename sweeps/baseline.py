@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
+from prune_core.data import DataBundle
 from prune_core.metrics import learnable_parameters
 from prune_core.train import as_loader, evaluate, resolve_loss, train_network
 from sweeps.build import load_weights, make_model, training_keys, training_options
 from sweeps.config import ConfigError
-from sweeps.data import DataBundle
 
 BASELINE_SEED = 0
 

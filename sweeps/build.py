@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from prune_core import TrainingOptions
+from prune_core.data import DataBundle
 from prune_core.models import BUILTIN_MODELS, build_model
 from sweeps.config import ConfigError
-from sweeps.data import DataBundle
 
 
 def make_model(cfg: dict, data: DataBundle) -> nn.Module:

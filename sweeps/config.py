@@ -18,6 +18,7 @@ from prune_core.checks import (
     boolean,
     fraction,
     fraction_below_one,
+    is_int,
     non_negative_int,
     non_negative_number,
     one_of,
@@ -26,9 +27,9 @@ from prune_core.checks import (
     positive_number,
     writable_folder,
 )
+from prune_core.data import DATASETS
 from prune_core.models.registry import check_model_name
 from prune_core.options import LEARN_RATE_SCHEDULES, SOLVERS
-from sweeps.data import DATASETS
 
 GENERIC_SUBSETS = ("early_convs", "late_convs")
 """Subsets every model has: the first and the second half of its prunable convs (graph order)."""
@@ -179,7 +180,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
 
 
 def _check_int_at_least(key: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if not is_int(value) or value < low:
         raise ValueError(f"{key}={value!r} is not allowed; use an integer >= {low}.")
 
 
@@ -200,7 +201,7 @@ def validate_values(cfg: dict) -> None:
     if gpus > 1 and gpus != int(gpus):
         raise ConfigError(f"ray.gpus_per_trial={gpus!r} is not allowed; use a fraction <= 1 or a whole number.")
     seeds = get_path(cfg, "sweep.seeds")
-    if not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+    if not isinstance(seeds, list) or not seeds or not all(is_int(s) for s in seeds):
         raise ConfigError(f"sweep.seeds={seeds!r} is not allowed; use a non-empty list of integers, e.g. [0, 1, 2].")
     _check_grid(cfg)
 

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from prune_core.analysis import analyze_network
+from prune_core.data import DataBundle, build_data
 from prune_core.options import resolve_device
 from sweeps import tracking
 from sweeps.baseline import prepare_baseline
@@ -25,7 +26,6 @@ from sweeps.build import check_fit, example_batch, load_weights, make_model
 from sweeps.cluster import connect_ray, trial_resources
 from sweeps.config import ConfigError, check_output_folders, flatten, layer_names_for, validate_values
 from sweeps.console import BaselineProgress, TrialProgress, console, quiet_libraries, tune_callback
-from sweeps.data import DataBundle, build_data
 from sweeps.report import RESULT_COLUMNS, accuracy_vs_learnables_figure, pareto_front, sort_trials
 from sweeps.space import grid_points, param_space, trial_config
 from sweeps.trial import TRIAL_CHECKPOINTS, run_trial

@@ -20,11 +20,11 @@ import torch
 
 from prune_core import IterationResult, compare_networks, compress_network
 from prune_core.analysis import analyze_network
+from prune_core.data import DataBundle, build_data
 from sweeps import tracking
 from sweeps.build import example_batch, make_model, training_options
 from sweeps.config import ConfigError, flatten, layer_names_for
 from sweeps.console import quiet_libraries
-from sweeps.data import DataBundle, build_data
 from sweeps.space import trial_config
 
 ITERATION_METRICS = {name: name for name in ("learnables", "reduction", "val_loss", "val_accuracy")}

@@ -77,7 +77,7 @@ def _check_config(overrides: list[str], tmp_path) -> dict | None:
 
 def _run_like_a_trial(cfg: dict) -> None:
     """The engine call a trial of ``cfg`` makes (first grid point, no Ray or MLflow), one pruning step."""
-    from sweeps.data import build_data
+    from prune_core.data import build_data
     from sweeps.space import grid_points, trial_config
 
     cfg = trial_config(cfg, grid_points(cfg)[0])

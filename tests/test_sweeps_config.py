@@ -123,9 +123,9 @@ def test_pareto_front_keeps_only_undominated_trials():
 def test_model_checkpoint_is_loaded_instead_of_training_and_checked_before_running(tmp_path):
     import torch
 
+    from prune_core.data import build_data
     from sweeps.baseline import prepare_baseline
     from sweeps.build import make_model
-    from sweeps.data import build_data
 
     cfg = compose_config("sweep=single")
     data = build_data(cfg["data"])
@@ -146,8 +146,8 @@ def test_model_checkpoint_is_loaded_instead_of_training_and_checked_before_runni
 def test_baseline_does_not_depend_on_the_global_random_state(tmp_path):
     import torch
 
+    from prune_core.data import build_data
     from sweeps.baseline import prepare_baseline
-    from sweeps.data import build_data
 
     cfg = compose_config("sweep=single", "finetune.baseline_epochs=1", "data.max_train_samples=100")
     data = build_data(cfg["data"])

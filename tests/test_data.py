@@ -1,4 +1,4 @@
-"""sweeps.data: dataset bundles for digits, mnist1d, fake on-disk CIFAR-10 / MNIST / ImageFolder, and bad config."""
+"""prune_core.data: dataset bundles for digits, mnist1d, fake on-disk CIFAR-10 / MNIST / ImageFolder, and bad config."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 import torchvision.datasets
 from PIL import Image
 
-from sweeps import data as sd
-from sweeps.data import DATASETS, DataBundle, build_data
+from prune_core.data import DATASETS, DataBundle, build_data, imagefolder
+from prune_core.data import build as data_build
 
 CIFAR_MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(3, 1, 1)
 CIFAR_STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(3, 1, 1)
@@ -197,7 +197,7 @@ def test_imagefolder_labels_resize_stats_and_cache(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(sd, "_decode_folder", no_decoding)
+    monkeypatch.setattr(imagefolder, "decode_folder", no_decoding)
     cached = build_data(cfg)
     for fresh, again in ((bundle.train, cached.train), (bundle.val, cached.val)):
         assert torch.equal(fresh.images, again.images) and torch.equal(fresh.labels, again.labels)
@@ -223,7 +223,7 @@ def folders(tmp_path, monkeypatch) -> dict[str, str]:
     def no_decoding(*args, **kwargs):
         raise AssertionError("validation should fail before decoding")
 
-    monkeypatch.setattr(sd, "_decode_folder", no_decoding)
+    monkeypatch.setattr(imagefolder, "decode_folder", no_decoding)
     empty_class = tmp_path / "empty_class"
     (empty_class / "cat").mkdir(parents=True)
     (tmp_path / "empty").mkdir()
@@ -274,4 +274,4 @@ def test_bad_config_raises_value_error_naming_the_key(folders, cfg, key):
 
 
 def test_datasets_are_all_buildable_names():
-    assert set(DATASETS) == set(sd._BUILDERS)
+    assert set(DATASETS) == set(data_build.BUILDERS)
