@@ -11,6 +11,12 @@ import pandas as pd
 PRUNE_PHASE, FINAL_PHASE = "prune", "final"
 """The ``phase`` of a history row: the pruning loop, or the final fine-tuning after it."""
 
+GOAL_REACHED = "Learnables reduction goal reached."
+MAX_COMPRESSION = "Maximum compression reached."
+THRESHOLD_EXCEEDED = "Validation threshold exceeded."
+DIVERGED = "Training diverged."
+"""Why a run stopped (``PruningInfo.stop_reason``), MATLAB's wording."""
+
 
 @dataclass
 class PruningInfo:

@@ -7,14 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from prune_core import TaylorPrunableNetwork, TrainingOptions, compress_network
-from prune_core.compress import (
+from prune_core.finetune import scored_fine_tuning_steps
+from prune_core.models import DigitsCNN
+from prune_core.results import (
     DIVERGED,
     GOAL_REACHED,
     MAX_COMPRESSION,
     THRESHOLD_EXCEEDED,
 )
-from prune_core.finetune import scored_fine_tuning_steps
-from prune_core.models import DigitsCNN
 from prune_core.train import train_network
 
 
@@ -314,3 +314,17 @@ def test_scores_never_come_from_the_steps_right_after_pruning(digits, trained, m
             assert names[start + 1 : prune] == ["step"] * steps + ["update_score"] * min(samples // 64, 100)
             seen, pruned_with = events[prune - 1][1], events[prune][1]
             assert all(torch.equal(a, b) for a, b in zip(seen, pruned_with, strict=True))
+
+
+def test_every_keyword_argument_of_compress_network_is_a_pruning_setting_with_its_default():
+    import inspect
+    from dataclasses import fields
+
+    from prune_core.pruning_settings import PruningSettings
+
+    keywords = {
+        name: p.default
+        for name, p in inspect.signature(compress_network).parameters.items()
+        if p.kind == p.KEYWORD_ONLY
+    }
+    assert keywords == {f.name: f.default for f in fields(PruningSettings)}

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from prune_core import TaylorPrunableNetwork, TrainingOptions, compress_network
-from prune_core.compress import DIVERGED, GOAL_REACHED, MAX_COMPRESSION, THRESHOLD_EXCEEDED
 from prune_core.models import DigitsCNN, resnet20
 from prune_core.optimizer_state import carried_optimizer
+from prune_core.results import DIVERGED, GOAL_REACHED, MAX_COMPRESSION, THRESHOLD_EXCEEDED
 from prune_core.spaces import element_mask
 
 INIT, FLOOR = 0.02, 0.002

@@ -353,7 +353,7 @@ def test_taylor_score_of_linear_units_on_flat_features_matches_autograd():
 @pytest.mark.parametrize("net", [TinyConvNeXt, TinyViT, PerPathWeights], ids=["convnext", "vit", "split-parts"])
 def test_compress_network_reaches_the_goal_on_modern_blocks(net):
     from prune_core import TrainingOptions, compress_network, network_metrics
-    from prune_core.compress import GOAL_REACHED
+    from prune_core.results import GOAL_REACHED
 
     torch.manual_seed(0)
     x, y = _synthetic_images()
