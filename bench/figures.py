@@ -178,7 +178,7 @@ def sweep_figure(report: dict) -> Figure:
     ax.bar(labels, floor, label="Ray's own floor (ray.init + null trials)")
     ax.bar(labels, ours, bottom=floor, label="ours above the floor")
     ax.axhline(3.0, color="tab:red", ls="--", label="target: 3 s (5% of a 60 s trial)")
-    title = f"{report['benchmark']} (finetune.epochs={results['finetune_epochs']})"
+    title = f"{report['benchmark']} (finetune.max_epochs={results['finetune_epochs']})"
     ax.set(ylabel="Orchestration seconds per trial", title=title)
     ax.legend(fontsize="small")
     return fig

@@ -10,7 +10,7 @@ trial / wall time with 2. The baseline is trained once beforehand (it is cached,
     python -m bench.sweep_overhead                        # bench/results/sweep_overhead.json
     python -m bench.sweep_overhead --finetune-epochs 20   # longer trials: sweep_overhead_epochs20.json
 
-``--finetune-epochs`` sets ``finetune.epochs`` (1 in the default sweep, about 2 s of pruning per
+``--finetune-epochs`` sets ``finetune.max_epochs`` (1 in the default sweep, about 2 s of pruning per
 trial), to see how the shares behave when the trials are closer to 60 s.
 """
 
@@ -93,12 +93,12 @@ def ray_floor(concurrent: int, trials: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--finetune-epochs", type=int, default=1, help="finetune.epochs of every trial")
+    parser.add_argument("--finetune-epochs", type=int, default=1, help="finetune.max_epochs of every trial")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     data = ["data.max_train_samples=96", "finetune.baseline_epochs=1"] if args.smoke else []
-    data.append(f"finetune.epochs={args.finetune_epochs}")
-    grid = ["sweep=single", "+sweep.grid.prune.reduction_increment=[0.3,0.6]"] if args.smoke else []
+    data.append(f"finetune.max_epochs={args.finetune_epochs}")
+    grid = ["sweep=single", "+sweep.grid.prune.learnables_reduction_increment=[0.3,0.6]"] if args.smoke else []
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder)
         if not args.smoke:  # train and cache the baseline first (the smoke test's takes a moment)

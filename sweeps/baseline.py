@@ -13,7 +13,7 @@ import torch
 from prune_core.data import DataBundle
 from prune_core.metrics import learnable_parameters
 from prune_core.train import as_loader, evaluate, resolve_loss, train_network
-from sweeps.build import load_weights, make_model, training_keys, training_options
+from sweeps.build import load_weights, make_model, training_fields, training_options
 from sweeps.config import ConfigError
 
 BASELINE_SEED = 0
@@ -33,7 +33,7 @@ class Baseline:
 def baseline_key(cfg: dict) -> str:
     """Hash of everything that determines the baseline weights: model, data and how it is trained."""
     model = {k: v for k, v in cfg["model"].items() if k != "layer_subsets"}
-    training = {key: cfg["finetune"][key] for key in training_keys(baseline=True).values()}
+    training = training_fields(cfg["finetune"], baseline=True)
     blob = json.dumps({"model": model, "data": cfg["data"], "training": training}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -11,6 +11,7 @@ from prune_core import TrainingOptions
 from prune_core.data import DataBundle
 from prune_core.models import BUILTIN_MODELS, build_model
 from sweeps.config import ConfigError
+from sweeps.names import engine_arguments
 
 
 def make_model(cfg: dict, data: DataBundle) -> nn.Module:
@@ -48,35 +49,26 @@ def check_fit(cfg: dict, model: nn.Module, data: DataBundle) -> None:
         )
 
 
-def training_keys(baseline: bool = False) -> dict[str, str]:
-    """The ``finetune`` key each TrainingOptions field is read from, for the trials or the baseline."""
-    return {
-        "solver": "solver",
-        "initial_learn_rate": "baseline_learn_rate" if baseline else "learn_rate",
-        "learn_rate_schedule": "learn_rate_schedule",
-        "learn_rate_drop_factor": "learn_rate_drop_factor",
-        "learn_rate_drop_period": "learn_rate_drop_period",
-        "learn_rate_floor": "learn_rate_floor",
-        "warmup_fraction": "warmup_fraction",
-        "momentum": "momentum",
-        "l2_regularization": "weight_decay",
-        "mini_batch_size": "batch_size",
-        "max_epochs": "baseline_epochs" if baseline else "epochs",
-    }
-
-
 def training_options(cfg: dict, data: DataBundle, device: str, seed: int, baseline: bool = False) -> TrainingOptions:
-    """compress_network's (or the baseline's) TrainingOptions from ``cfg["finetune"]``."""
-    fields = {field: cfg["finetune"][key] for field, key in training_keys(baseline).items()}
-    if not baseline:
-        fields["carry_optimizer_state"] = cfg["finetune"]["carry_optimizer_state"]
+    """compress_network's (or the baseline's) TrainingOptions: the ``finetune`` keys, by their names."""
     return TrainingOptions(
-        **fields,
+        **training_fields(cfg["finetune"], baseline),
         validation_data=data.val,
         validation_frequency=10**9,  # validate once per pruning iteration
         device=device,
         seed=seed,
     )
+
+
+def training_fields(finetune: dict, baseline: bool = False) -> dict:
+    """The TrainingOptions fields a ``finetune`` section sets (not ``device``, which the caller resolves); the
+    baseline trains for ``baseline_epochs`` from ``baseline_learn_rate`` and carries no optimizer state."""
+    fields = engine_arguments(finetune, TrainingOptions)
+    del fields["device"]
+    if baseline:
+        fields |= {"max_epochs": finetune["baseline_epochs"], "initial_learn_rate": finetune["baseline_learn_rate"]}
+        del fields["carry_optimizer_state"]
+    return fields
 
 
 def load_weights(model: nn.Module, source: str) -> None:

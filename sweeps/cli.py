@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeps.config import ConfigError
+from sweeps.names import renamed_overrides
 from sweeps.overrides import check_command_line
 from sweeps.tracking import TrackingUnavailable
 
@@ -72,6 +73,7 @@ def _fail(err: ConfigError | TrackingUnavailable) -> NoReturn:
 
 def main() -> None:
     """``prune-sweep``: the command line is checked (one paragraph, exit 2, before any work), then Hydra runs it."""
+    sys.argv[1:] = renamed_overrides(sys.argv[1:])
     try:
         check_command_line(sys.argv[1:], _run, CONFIG_DIR)
     except ConfigError as err:

@@ -142,26 +142,26 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "verbose": boolean,
     "model.name": check_model_name,
     "data.name": _choice(DATASETS),
-    "prune.reduction_goal": _optional(fraction),
-    "prune.reduction_increment": fraction,
-    "prune.importance_iterations": positive_int_or_auto,
+    "prune.learnables_reduction_goal": _optional(fraction),
+    "prune.learnables_reduction_increment": fraction,
+    "prune.num_importance_score_iterations": positive_int_or_auto,
     "prune.criterion": _choice(tuple(importance.CRITERIA)),
     "prune.channel_multiple": positive_int,
     "prune.group_reduction": _choice(importance.GROUP_REDUCTIONS),
     "prune.validation_threshold": _optional(non_negative_number),
     "finetune.solver": _choice(tuple(SOLVERS)),
-    "finetune.learn_rate": positive_number,
+    "finetune.initial_learn_rate": positive_number,
     "finetune.learn_rate_schedule": _choice(LEARN_RATE_SCHEDULES),
     "finetune.learn_rate_drop_factor": fraction,
     "finetune.learn_rate_drop_period": positive_int,
     "finetune.learn_rate_floor": non_negative_number,
     "finetune.warmup_fraction": fraction_below_one,
     "finetune.carry_optimizer_state": boolean,
-    "finetune.final_epochs": non_negative_int,
+    "finetune.final_fine_tuning_epochs": non_negative_int,
     "finetune.momentum": non_negative_number,
-    "finetune.weight_decay": non_negative_number,
-    "finetune.batch_size": positive_int,
-    "finetune.epochs": positive_int,
+    "finetune.l2_regularization": non_negative_number,
+    "finetune.mini_batch_size": positive_int,
+    "finetune.max_epochs": positive_int,
     "finetune.baseline_epochs": positive_int,
     "finetune.baseline_learn_rate": positive_number,
     "ray.cpus_per_trial": positive_number,
@@ -191,7 +191,7 @@ def validate_values(cfg: dict) -> None:
     if not isinstance(get_path(cfg, "finetune.device"), str):
         raise ConfigError(f"finetune.device={cfg['finetune']['device']!r} is not allowed; use auto, cpu or cuda.")
     floor = cfg["finetune"]["learn_rate_floor"]
-    for key in ("learn_rate", "baseline_learn_rate"):
+    for key in ("initial_learn_rate", "baseline_learn_rate"):
         if floor > cfg["finetune"][key]:
             raise ConfigError(
                 f"finetune.learn_rate_floor={floor!r} is above finetune.{key}={cfg['finetune'][key]!r}; "

@@ -26,6 +26,7 @@ from sweeps.build import check_fit, example_batch, load_weights, make_model
 from sweeps.cluster import connect_ray, trial_resources
 from sweeps.config import ConfigError, check_output_folders, flatten, layer_names_for, validate_values
 from sweeps.console import BaselineProgress, TrialProgress, console, quiet_libraries, tune_callback
+from sweeps.names import current_name, renamed_config
 from sweeps.report import RESULT_COLUMNS, accuracy_vs_learnables_figure, pareto_front, sort_trials
 from sweeps.space import grid_points, param_space, trial_config
 from sweeps.trial import TRIAL_CHECKPOINTS, run_trial
@@ -96,9 +97,11 @@ def find_sweep(cfg: dict) -> Path:
 def run_sweep(cfg: dict) -> SweepOutcome:
     """Run (or, with ``cfg["resume"]``, finish) a sweep; returns its table and Pareto front."""
     quiet_libraries(cfg["verbose"])
+    cfg = renamed_config(cfg)
     if cfg.get("resume"):
         folder = find_sweep(cfg)
-        base = {**json.loads((folder / CONFIG_FILE).read_text()), "verbose": cfg["verbose"]}  # this run's choice
+        saved = renamed_config(json.loads((folder / CONFIG_FILE).read_text()))  # perhaps by an earlier release
+        base = {**saved, "verbose": cfg["verbose"]}  # this run's choice
         tracking.configure_retries(base["tracking"].get("retry_seconds", 120))
         tracking.check_reachable(base["_sweep"]["tracking_uri"])
         console.print(f"Resuming sweep {folder}")
@@ -251,7 +254,8 @@ def _summarize(base: dict, folder: Path, failed: int) -> SweepOutcome:
 
 
 def _table_row(run: Any, keys: list[str]) -> dict[str, Any]:
-    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    metrics, tags = run.data.metrics, run.data.tags
+    params = {current_name(key): value for key, value in run.data.params.items()}  # a trial of an earlier release
     return {
         "trial": run.info.run_name,
         **{key: params.get(key) for key in keys},

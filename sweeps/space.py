@@ -6,6 +6,7 @@ import itertools
 from typing import Any
 
 from sweeps.config import flatten, with_overrides
+from sweeps.names import current_name
 
 SEED_KEY = "seed"
 
@@ -27,7 +28,7 @@ def param_space(cfg: dict) -> dict[str, Any]:
 
 def trial_config(base: dict, params: dict[str, Any]) -> dict:
     """The full config of one trial: the base config with its grid values applied."""
-    overrides = {key: value for key, value in params.items() if key != SEED_KEY}
+    overrides = {current_name(key): value for key, value in params.items() if key != SEED_KEY}
     trial = with_overrides(base, overrides)
     trial[SEED_KEY] = params.get(SEED_KEY, 0)
     return trial

@@ -21,10 +21,12 @@ import torch
 from prune_core import IterationResult, compare_networks, compress_network
 from prune_core.analysis import analyze_network
 from prune_core.data import DataBundle, build_data
+from prune_core.pruning_settings import PruningSettings
 from sweeps import tracking
 from sweeps.build import example_batch, make_model, training_options
 from sweeps.config import ConfigError, flatten, layer_names_for
 from sweeps.console import quiet_libraries
+from sweeps.names import engine_arguments
 from sweeps.space import trial_config
 
 ITERATION_METRICS = {name: name for name in ("learnables", "reduction", "val_loss", "val_accuracy")}
@@ -99,15 +101,8 @@ def run_trial(params: dict[str, Any], base: dict, data: DataBundle) -> None:
             data.train,
             "crossentropy",
             training_options(cfg, data, device, seed=cfg["seed"]),
-            learnables_reduction_goal=cfg["prune"]["reduction_goal"],
-            learnables_reduction_increment=cfg["prune"]["reduction_increment"],
-            num_importance_score_iterations=cfg["prune"]["importance_iterations"],
+            **engine_arguments(cfg["prune"] | cfg["finetune"], PruningSettings),
             layer_names=layer_names,
-            criterion=cfg["prune"]["criterion"],
-            channel_multiple=cfg["prune"]["channel_multiple"],
-            group_reduction=cfg["prune"]["group_reduction"],
-            validation_threshold=cfg["prune"]["validation_threshold"],
-            final_fine_tuning_epochs=cfg["finetune"]["final_epochs"],
             pruning_checkpoint_path=workdir / "pruning",
             verbosity_level="off",
             plots="pruning-progress",

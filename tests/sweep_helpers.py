@@ -19,18 +19,18 @@ TINY = [
     "data.max_train_samples=160",
     "data.max_val_samples=120",
     "finetune.baseline_epochs=2",
-    "finetune.batch_size=32",
+    "finetune.mini_batch_size=32",
     "model.layer_subsets={}",
     "sweep=single",
-    "prune.reduction_goal=0.4",
+    "prune.learnables_reduction_goal=0.4",
     "ray.max_failures=0",
 ]
 
 
 def iteration_steps(run) -> list[int]:
     """The MLflow steps of a finished trial run's per-iteration metrics: the baseline (0), every
-    pruning iteration, and the final fine-tuning's row when ``finetune.final_epochs`` > 0."""
-    final = int(run.data.params["finetune.final_epochs"]) > 0
+    pruning iteration, and the final fine-tuning's row when ``finetune.final_fine_tuning_epochs`` > 0."""
+    final = int(run.data.params["finetune.final_fine_tuning_epochs"]) > 0
     return list(range(int(run.data.metrics["pruning_iterations"]) + 1 + final))
 
 

@@ -28,11 +28,11 @@ BUILD_INPUTS = ("pyproject.toml", "README.md", "prune_core", "sweeps", "conf")
 DESCRIPTION = "prune-sweep: sweeps of structured Taylor pruning."
 GROUPS = ("data", "finetune", "model", "prune", "ray", "sweep", "tracking")
 EXAMPLES = (
-    "prune-sweep sweep=increments prune.reduction_goal=0.5",
+    "prune-sweep sweep=increments prune.learnables_reduction_goal=0.5",
     "prune-sweep model=resnet20 data=cifar10",
-    "prune-sweep sweep.grid.prune.reduction_increment=[0.05,0.1] +sweep.grid.prune.criterion=[taylor,l1]",
+    "prune-sweep sweep.grid.prune.learnables_reduction_increment=[0.05,0.1] +sweep.grid.prune.criterion=[taylor,l1]",
 )
-MY_GRID = "grid:\n  prune:\n    reduction_goal: [0.3]\nseeds: [0]\nmetric: val_accuracy\nmode: max\n"
+MY_GRID = "grid:\n  prune:\n    learnables_reduction_goal: [0.3]\nseeds: [0]\nmetric: val_accuracy\nmode: max\n"
 
 
 def _uv() -> str:
@@ -134,7 +134,7 @@ def test_user_config_groups_through_the_search_path(tmp_path):
     (tmp_path / "sweep").mkdir()
     (tmp_path / "sweep" / "my_grid.yaml").write_text(MY_GRID)
     cfg = compose_config(f"hydra.searchpath=[file://{tmp_path}]", "sweep=my_grid")
-    assert cfg["sweep"]["grid"] == {"prune": {"reduction_goal": [0.3]}}
+    assert cfg["sweep"]["grid"] == {"prune": {"learnables_reduction_goal": [0.3]}}
     assert cfg["model"]["name"] == "digits_cnn"  # the packaged groups still compose around it
 
 
@@ -152,8 +152,8 @@ def test_installed_prune_sweep_runs_a_user_sweep_from_any_folder(venv, tmp_path)
             "data.max_train_samples=160",
             "data.max_val_samples=120",
             "finetune.baseline_epochs=1",
-            "finetune.batch_size=32",
-            "finetune.final_epochs=0",
+            "finetune.mini_batch_size=32",
+            "finetune.final_fine_tuning_epochs=0",
             "ray.num_cpus=2",
             "ray.max_failures=0",
             "tracking.log_models=false",

@@ -46,19 +46,22 @@ def _exit_2(monkeypatch, capsys, *argv: str) -> str:
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["+prune.reduction_gaol=0.5"], ["+prune.reduction_gaol=0.5", "did you mean prune.reduction_goal"]),
+        (
+            ["+prune.learnables_reduction_gaol=0.5"],
+            ["+prune.learnables_reduction_gaol=0.5", "did you mean prune.learnables_reduction_goal"],
+        ),
         (["model=resnet21"], ["model=resnet21", "did you mean resnet20", "digits_cnn, mnist1d_cnn, resnet20"]),
         (
-            ["prune.reduction_increment=0.05"],
+            ["prune.learnables_reduction_increment=0.05"],
             [
-                "the grid of sweep=default sets prune.reduction_increment in every trial",
+                "the grid of sweep=default sets prune.learnables_reduction_increment in every trial",
                 "sweep=single",
-                "sweep.grid.prune.reduction_increment=[0.05]",
+                "sweep.grid.prune.learnables_reduction_increment=[0.05]",
             ],
         ),
         (
-            ["sweep.grid.prune.reduction_increment=[0.1,7]"],
-            ["sweep.grid.prune.reduction_increment value 7 (grid axis)"],
+            ["sweep.grid.prune.learnables_reduction_increment=[0.1,7]"],
+            ["sweep.grid.prune.learnables_reduction_increment value 7 (grid axis)"],
         ),
     ],
 )
@@ -76,9 +79,15 @@ def test_cli_exits_2_in_seconds_before_ray(argv, expected, tmp_path):
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["+prune.reduction_gaol=0.5"], ["would be ignored", "prune.reduction_goal", "keys under prune:"]),
-        (["prune.reduction_gaol=0.5"], ["prune.reduction_gaol=0.5", "did you mean prune.reduction_goal"]),
-        (["+prune.reduction_goal=0.5"], ["already exists", "prune.reduction_goal=0.5"]),
+        (
+            ["+prune.learnables_reduction_gaol=0.5"],
+            ["would be ignored", "prune.learnables_reduction_goal", "keys under prune:"],
+        ),
+        (
+            ["prune.learnables_reduction_gaol=0.5"],
+            ["prune.learnables_reduction_gaol=0.5", "did you mean prune.learnables_reduction_goal"],
+        ),
+        (["+prune.learnables_reduction_goal=0.5"], ["already exists", "prune.learnables_reduction_goal=0.5"]),
         (["++prun.criterion=l1"], ["prun.criterion", "did you mean prune.criterion"]),
         (["+data.root=/tmp"], ["data.root", "keys under data:"]),
         (["nme=x"], ["nme=x", "did you mean name"]),
@@ -99,7 +108,10 @@ def test_cli_exits_2_in_seconds_before_ray(argv, expected, tmp_path):
             ["sweep.grid.prune.layers=[all,late_convs]", "sweep.grid.prune.layers=[[no_such_layer]]"],
         ),
         (["sweep=criteria", "prune.criterion=l1"], ["sweep=criteria", "sweep.grid.prune.criterion=[l1]"]),
-        (["-m", "sweep=increments", "prune.reduction_increment=0.05,0.1"], ["prune.reduction_increment=[0.05,0.1]"]),
+        (
+            ["-m", "sweep=increments", "prune.learnables_reduction_increment=0.05,0.1"],
+            ["prune.learnables_reduction_increment=[0.05,0.1]"],
+        ),
     ],
 )
 def test_command_line_mistakes_are_one_paragraph(argv, expected, monkeypatch, capsys):
@@ -111,10 +123,14 @@ def test_command_line_mistakes_are_one_paragraph(argv, expected, monkeypatch, ca
     "argv",
     [
         [],
-        ["sweep=increments", "+sweep.grid.prune.criterion=[taylor,l1]", "sweep.grid.prune.reduction_increment=[0.05]"],
-        ["sweep=single", "prune.reduction_increment=0.05", "prune.layers=[features.0]"],
+        [
+            "sweep=increments",
+            "+sweep.grid.prune.criterion=[taylor,l1]",
+            "sweep.grid.prune.learnables_reduction_increment=[0.05]",
+        ],
+        ["sweep=single", "prune.learnables_reduction_increment=0.05", "prune.layers=[features.0]"],
         ["sweep=increments", "prune.layers=late_convs", "+model.layer_subsets.mine=[features.0]"],
-        ["sweep=single", "model.layer_subsets.late_convs=[features.7]", "++prune.reduction_goal=0.5"],
+        ["sweep=single", "model.layer_subsets.late_convs=[features.7]", "++prune.learnables_reduction_goal=0.5"],
         ["+data.cache_dir=/tmp/c", "data=imagefolder", "data.root=/tmp", "model=torchvision"],
         ["--multirun", "sweep=single", "prune.criterion=taylor,l1"],
         ["--cfg", "job", "hydra.job.chdir=false", "hydra.verbose=true"],
@@ -130,7 +146,7 @@ def test_valid_command_lines_pass(argv):
 def test_config_dir_and_searchpath_are_honoured(tmp_path, monkeypatch, capsys):
     (tmp_path / "sweep").mkdir()
     (tmp_path / "sweep" / "my_grid.yaml").write_text("grid:\n  prune.criterion: [l1, random]\nseeds: [0]\n")
-    _check("--config-dir", str(tmp_path), "sweep=my_grid", "prune.reduction_increment=0.05")
+    _check("--config-dir", str(tmp_path), "sweep=my_grid", "prune.learnables_reduction_increment=0.05")
     _check(f"hydra.searchpath=[file://{tmp_path}]", "sweep=my_grid")
     err = _exit_2(monkeypatch, capsys, "-cd", str(tmp_path), "sweep=my_gird")
     assert "did you mean my_grid" in err, err
@@ -139,9 +155,9 @@ def test_config_dir_and_searchpath_are_honoured(tmp_path, monkeypatch, capsys):
 
 
 def test_hydra_full_error_shows_the_traceback(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["prune-sweep", "+prune.reduction_gaol=0.5"])
+    monkeypatch.setattr(sys, "argv", ["prune-sweep", "+prune.learnables_reduction_gaol=0.5"])
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
-    with pytest.raises(ConfigError, match="prune.reduction_gaol"):
+    with pytest.raises(ConfigError, match="prune.learnables_reduction_gaol"):
         main()
 
 

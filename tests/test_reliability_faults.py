@@ -32,9 +32,9 @@ from .sweep_helpers import (
 SLOW_TRIAL = [  # one trial of about six pruning iterations, about two seconds each
     *TINY,
     "data.max_train_samples=1000",
-    "finetune.epochs=8",
-    "prune.reduction_goal=0.6",
-    "prune.reduction_increment=0.1",
+    "finetune.max_epochs=8",
+    "prune.learnables_reduction_goal=0.6",
+    "prune.learnables_reduction_increment=0.1",
 ]
 
 
@@ -144,11 +144,11 @@ def test_mlflow_server_going_away_fails_the_trial_in_bounded_time_and_resume_fin
 
 
 def test_diverging_trial_stops_cleanly_while_the_others_finish(tmp_path):
-    grid = "+sweep.grid.finetune.learn_rate=[0.01,1e12]"
+    grid = "+sweep.grid.finetune.initial_learn_rate=[0.01,1e12]"
     result = prune_sweep(*TINY, grid, f"output_dir={tmp_path}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    runs = {r.data.params["finetune.learn_rate"]: r for r in trial_runs(uri)}
+    runs = {r.data.params["finetune.initial_learn_rate"]: r for r in trial_runs(uri)}
     assert set(runs) == {"0.01", "1000000000000.0"}
     diverged, normal = runs["1000000000000.0"], runs["0.01"]
     assert diverged.info.status == normal.info.status == "FINISHED"

@@ -14,7 +14,7 @@ def _table() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "trial": [f"run_trial_6201f_{i:05d}" for i in range(8)],
-            "prune.reduction_goal": ["0.6", "0.6", "0.97", "0.97", "0.99", "0.99", "0.6", "0.97"],
+            "prune.learnables_reduction_goal": ["0.6", "0.6", "0.97", "0.97", "0.99", "0.99", "0.6", "0.97"],
             "learnables": [26006, 26406, 1777, 1861, 508, 605, 26006, 1777],
             "reduction": [0.6069, 0.6008, 0.9731, 0.9719, 0.9923, 0.9909, 0.6069, 0.9731],
             "val_accuracy": [ACCURACY, ACCURACY, 97.2145, 96.1003, 87.7437, 84.6797, ACCURACY, 97.2145],

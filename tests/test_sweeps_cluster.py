@@ -17,7 +17,7 @@ from sweeps.runner import run_sweep
 from .sweep_helpers import TINY, compose_config, free_port, prune_sweep, trial_runs
 
 RAY = str(Path(sys.executable).with_name("ray"))
-TWO_TRIALS = "+sweep.grid.prune.reduction_increment=[0.2,0.4]"
+TWO_TRIALS = "+sweep.grid.prune.learnables_reduction_increment=[0.2,0.4]"
 
 
 def test_logical_gpus_bound_concurrency_and_cpu_fallback_only_when_configured(tmp_path):
@@ -59,7 +59,7 @@ def test_sweep_joins_a_running_two_node_cluster(tmp_path, two_node_cluster):
 
 
 def test_resume_after_the_driver_was_killed_finishes_only_missing_trials(tmp_path):
-    args = [*TINY, "+sweep.grid.prune.reduction_increment=[0.1,0.2,0.3,0.4]", "ray.max_concurrent_trials=1"]
+    args = [*TINY, "+sweep.grid.prune.learnables_reduction_increment=[0.1,0.2,0.3,0.4]", "ray.max_concurrent_trials=1"]
     args += [f"output_dir={tmp_path}", "ray.num_cpus=1"]
     driver = subprocess.Popen(
         [str(Path(sys.executable).with_name("prune-sweep")), *args],

@@ -14,9 +14,9 @@ def test_default_config_is_a_grid_of_six_valid_trials():
     validate(cfg)
     points = grid_points(cfg)
     assert len(points) == 6
-    assert {p["prune.reduction_goal"] for p in points} == {0.6, 0.97, 0.99}
+    assert {p["prune.learnables_reduction_goal"] for p in points} == {0.6, 0.97, 0.99}
     trial = trial_config(cfg, points[-1])
-    assert trial["prune"]["reduction_increment"] == points[-1]["prune.reduction_increment"]
+    assert trial["prune"]["learnables_reduction_increment"] == points[-1]["prune.learnables_reduction_increment"]
     assert trial["seed"] == 0
     assert flatten(trial)["finetune.solver"] == "sgdm"
 
@@ -24,27 +24,27 @@ def test_default_config_is_a_grid_of_six_valid_trials():
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("sweep=single prune.reduction_goal=1.5", "prune.reduction_goal"),
-        ("prune.reduction_increment=0", "prune.reduction_increment"),
-        ("prune.importance_iterations=-3", "prune.importance_iterations"),
-        ("prune.importance_iterations=often", "prune.importance_iterations"),
+        ("sweep=single prune.learnables_reduction_goal=1.5", "prune.learnables_reduction_goal"),
+        ("prune.learnables_reduction_increment=0", "prune.learnables_reduction_increment"),
+        ("prune.num_importance_score_iterations=-3", "prune.num_importance_score_iterations"),
+        ("prune.num_importance_score_iterations=often", "prune.num_importance_score_iterations"),
         ("prune.criterion=magic", "prune.criterion"),
         ("prune.group_reduction=max", "prune.group_reduction"),
-        ("finetune.learn_rate=-0.1", "finetune.learn_rate"),
-        ("finetune.batch_size=0", "finetune.batch_size"),
+        ("finetune.initial_learn_rate=-0.1", "finetune.initial_learn_rate"),
+        ("finetune.mini_batch_size=0", "finetune.mini_batch_size"),
         ("finetune.solver=lbfgs", "finetune.solver"),
         ("finetune.learn_rate_schedule=linear", "finetune.learn_rate_schedule"),
         ("finetune.learn_rate_floor=-0.001", "finetune.learn_rate_floor"),
-        ("finetune.learn_rate_floor=0.5", "finetune.learn_rate_floor=0.5 is above finetune.learn_rate"),
+        ("finetune.learn_rate_floor=0.5", "finetune.learn_rate_floor=0.5 is above finetune.initial_learn_rate"),
         ("finetune.warmup_fraction=1.0", "finetune.warmup_fraction"),
-        ("finetune.final_epochs=-1", "finetune.final_epochs"),
+        ("finetune.final_fine_tuning_epochs=-1", "finetune.final_fine_tuning_epochs"),
         ("finetune.carry_optimizer_state=maybe", "finetune.carry_optimizer_state"),
         ("finetune.learn_rate_drop_factor=2", "finetune.learn_rate_drop_factor"),
         ("model.name=resnet21", "model.name"),
         ("ray.gpus_per_trial=-1", "ray.gpus_per_trial"),
         ("ray.max_concurrent_trials=0", "ray.max_concurrent_trials"),
         ("sweep.seeds=[]", "sweep.seeds"),
-        ("sweep.grid.prune.reduction_increment=[0.1,7]", "prune.reduction_increment"),
+        ("sweep.grid.prune.learnables_reduction_increment=[0.1,7]", "prune.learnables_reduction_increment"),
         ("+sweep.grid.prune.nonexistent=[1,2]", "prune.nonexistent"),
         ("+sweep.grid.ray.max_failures=[1,2]", "ray.max_failures"),
         ("sweep=single prune.layers=middle_convs", "prune.layers"),
@@ -85,9 +85,11 @@ def test_missing_data_folder_is_rejected():
 
 
 def test_cli_reports_bad_input_in_one_paragraph_without_traceback(tmp_path):
-    result = prune_sweep("sweep=single", "prune.reduction_goal=2", f"output_dir={tmp_path}", cwd=tmp_path, timeout=120)
+    result = prune_sweep(
+        "sweep=single", "prune.learnables_reduction_goal=2", f"output_dir={tmp_path}", cwd=tmp_path, timeout=120
+    )
     assert result.returncode == 2
-    assert "prune.reduction_goal=2" in result.stderr and "(0, 1]" in result.stderr
+    assert "prune.learnables_reduction_goal=2" in result.stderr and "(0, 1]" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert list(tmp_path.iterdir()) == []  # no sweep folder, database or Hydra log
 
@@ -99,8 +101,8 @@ def test_cli_unknown_config_group_option_is_a_config_error(tmp_path):
 
 
 def test_validation_rejects_every_grid_point_before_running():
-    cfg = compose_config("sweep.grid.prune.reduction_goal=[0.5,1.2]")
-    with pytest.raises(ConfigError, match=r"sweep\.grid\.prune\.reduction_goal value 1\.2 \(grid axis\)"):
+    cfg = compose_config("sweep.grid.prune.learnables_reduction_goal=[0.5,1.2]")
+    with pytest.raises(ConfigError, match=r"sweep\.grid\.prune\.learnables_reduction_goal value 1\.2 \(grid axis\)"):
         validate(cfg)
     validate_values(compose_config())
 
@@ -165,7 +167,7 @@ def test_baseline_key_covers_only_what_trains_the_baseline():
     from sweeps.baseline import baseline_key
 
     key = baseline_key(compose_config())
-    assert baseline_key(compose_config("finetune.epochs=3", "finetune.learn_rate=0.02")) == key
+    assert baseline_key(compose_config("finetune.max_epochs=3", "finetune.initial_learn_rate=0.02")) == key
     assert baseline_key(compose_config("prune.criterion=l1")) == key
     for override in ("finetune.baseline_epochs=2", "finetune.learn_rate_schedule=piecewise", "data.name=mnist1d"):
         assert baseline_key(compose_config(override)) != key, override

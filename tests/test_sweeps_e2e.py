@@ -54,7 +54,7 @@ def _check_sweep_record(uri: str, outcome, n_trials: int) -> None:
         run_id, data = run.info.run_id, run.data
         assert run.info.status == "FINISHED"
         assert {a.path for a in client.list_artifacts(run_id)} >= ARTIFACTS
-        assert data.params["prune.reduction_goal"] == "0.4" and "finetune.solver" in data.params
+        assert data.params["prune.learnables_reduction_goal"] == "0.4" and "finetune.solver" in data.params
         assert data.tags["stop_reason"] and data.tags["ray.node_id"] and data.tags["pruned_layers"]
         steps = [m.step for m in client.get_metric_history(run_id, "learnables")]
         assert steps == iteration_steps(run)  # no gaps or duplicates; the final fine-tuning's row comes last
@@ -74,9 +74,9 @@ def test_local_sweep_writes_parent_and_child_runs(tmp_path, local_ray):
     cfg = compose_config(
         *TINY,
         f"output_dir={tmp_path}",
-        "+sweep.grid.prune.reduction_increment=[0.2,0.4]",
+        "+sweep.grid.prune.learnables_reduction_increment=[0.2,0.4]",
         "+sweep.grid.data.max_train_samples=[160,96]",  # 160: the sweep's data set; 96: the trial builds its own
-        "finetune.final_epochs=1",  # one epoch (the default is 2): checked against the batch count below
+        "finetune.final_fine_tuning_epochs=1",  # one epoch (the default is 2): checked against the batch count below
     )
     outcome = run_sweep(cfg)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -87,7 +87,7 @@ def test_local_sweep_writes_parent_and_child_runs(tmp_path, local_ray):
         table = mlflow.artifacts.load_dict(f"runs:/{run_id}/training_history.json")
         history = pd.DataFrame(table["data"], columns=table["columns"])
         first_epoch = history[(history["pruning_iteration"] == 1) & (history["epoch"] == history["epoch"].min())]
-        assert len(first_epoch) == math.ceil(int(samples) / 32)  # batches of finetune.batch_size=32
+        assert len(first_epoch) == math.ceil(int(samples) / 32)  # batches of finetune.mini_batch_size=32
         assert (history["phase"] == "final").sum() == len(first_epoch)  # one epoch of final fine-tuning
     # the baseline was trained once and is reused (cached) by a second sweep with the same config
     assert len(list((tmp_path / "baselines").glob("*.pt"))) == 1
@@ -115,7 +115,7 @@ def test_sweep_against_a_real_mlflow_server(tmp_path, local_ray, mlflow_server):
         f"output_dir={tmp_path}",
         "tracking=server",
         f"tracking.uri={mlflow_server}",
-        "+sweep.grid.prune.reduction_increment=[0.2,0.4]",
+        "+sweep.grid.prune.learnables_reduction_increment=[0.2,0.4]",
     )
     outcome = run_sweep(cfg)
     assert not (tmp_path / "mlflow.db").exists()
