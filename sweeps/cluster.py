@@ -33,8 +33,14 @@ def connect_ray(cfg: dict) -> dict[str, float]:
             if address:
                 ray.init(address=address, runtime_env={"env_vars": dict(_TRIAL_ENV)}, **quiet)
             else:  # its workers inherit _TRIAL_ENV from this process; a runtime_env would cost fresh workers
+                # "local": a new instance, never the cluster an earlier `ray start` left its address for (a
+                # stale address, once that cluster is gone, made ray.init fail)
                 ray.init(
-                    num_cpus=cfg["ray"]["num_cpus"], num_gpus=cfg["ray"]["num_gpus"], include_dashboard=False, **quiet
+                    address="local",
+                    num_cpus=cfg["ray"]["num_cpus"],
+                    num_gpus=cfg["ray"]["num_gpus"],
+                    include_dashboard=False,
+                    **quiet,
                 )
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise ConfigError(

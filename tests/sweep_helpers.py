@@ -15,16 +15,8 @@ from omegaconf import OmegaConf
 
 from sweeps.cli import CONFIG_DIR
 
-TINY = [
-    "data.max_train_samples=160",
-    "data.max_val_samples=120",
-    "finetune.baseline_epochs=2",
-    "finetune.mini_batch_size=32",
-    "model.layer_subsets={}",
-    "sweep=single",
-    "prune.learnables_reduction_goal=0.4",
-    "ray.max_failures=0",
-]
+TINY = ["+experiment=debug"]
+"""The tiny preset (conf/experiment/debug.yaml): one trial on 160 digits, seconds."""
 
 
 def iteration_steps(run) -> list[int]:

@@ -2,9 +2,11 @@
 resuming a sweep whose driver was killed."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -89,3 +91,16 @@ def test_resume_after_the_driver_was_killed_finishes_only_missing_trials(tmp_pat
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "learnables")]
         assert steps == list(range(len(steps)))
     subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_a_stale_cluster_address_left_by_ray_start_does_not_stop_a_local_sweep(tmp_path):
+    """`ray start --head` writes its address to <ray tmp>/ray/ray_current_cluster; a cluster that is gone
+    (killed, not stopped) leaves it behind, and ray.address=null must still start Ray here."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths live under it
+    try:
+        (ray_tmp / "ray").mkdir()
+        (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+        result = prune_sweep(*TINY, f"output_dir={tmp_path}", cwd=tmp_path, env={"RAY_TMPDIR": str(ray_tmp)})
+        assert result.returncode == 0, result.stderr[-3000:]
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

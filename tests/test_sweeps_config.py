@@ -171,3 +171,34 @@ def test_baseline_key_covers_only_what_trains_the_baseline():
     assert baseline_key(compose_config("prune.criterion=l1")) == key
     for override in ("finetune.baseline_epochs=2", "finetune.learn_rate_schedule=piecewise", "data.name=mnist1d"):
         assert baseline_key(compose_config(override)) != key, override
+
+
+REQUIRED = {"data=imagefolder": ["data.root=photos", "data.val_fraction=0.1"]}
+"""Keys a config group option leaves for the user to set (``???``)."""
+
+
+def _group_options() -> list[str]:
+    from pathlib import Path
+
+    from sweeps.cli import CONFIG_DIR
+
+    groups = [folder for folder in sorted(Path(CONFIG_DIR).iterdir()) if folder.is_dir() and folder.name != "hydra"]
+    optional = {"experiment"}  # not in the defaults list: selected with +experiment=...
+    return [
+        f"{'+' if group.name in optional else ''}{group.name}={option.stem}"
+        for group in groups
+        for option in sorted(group.glob("*.yaml"))
+    ]
+
+
+@pytest.mark.parametrize("option", _group_options())
+def test_every_config_group_option_and_experiment_composes_and_validates(option):
+    cfg = compose_config(option, *REQUIRED.get(option, []))
+    validate_values(cfg)
+    assert "???" not in str(cfg)  # nothing left unset
+
+
+def test_the_debug_experiment_is_one_tiny_trial():
+    cfg = compose_config("+experiment=debug")
+    assert len(grid_points(cfg)) == 1 and cfg["data"]["max_train_samples"] == 160
+    assert compose_config("+experiment=debug", "sweep=increments")["sweep"]["grid"]  # a group override still wins
