@@ -203,9 +203,9 @@ def train_error(model: nn.Module, wrapper: nn.Module, x: torch.Tensor) -> float:
 
 
 def taylor_prune(wrapper: nn.Module, x: torch.Tensor, max_to_prune: int) -> int:
-    """Taylor-score ``x`` as ``compress_network`` does (eval mode, ``score_on_backward``), then
-    ``update_prunables``."""
-    out, acts = wrapper.eval().forward_with_activations(x)
+    """Taylor-score ``x`` as ``compress_network`` does (training mode, where auxiliary heads run too;
+    ``score_on_backward``), then ``update_prunables``."""
+    out, acts = wrapper.train().forward_with_activations(x)
     wrapper.score_on_backward(acts)
     sum(t.float().square().mean() for t in tensors(out)).backward()
     return wrapper.update_prunables(max_to_prune=max_to_prune)

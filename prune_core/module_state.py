@@ -10,6 +10,7 @@ over a 224 x 224 image costs what a tiny one does.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -122,3 +123,21 @@ def _meta_like(tensor: torch.Tensor) -> torch.Tensor:
     if isinstance(tensor, nn.Parameter):
         return nn.Parameter(meta, requires_grad=tensor.requires_grad)
     return meta.requires_grad_(tensor.requires_grad)
+
+
+def copied(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, also where a module caches a tensor computed from its parameters
+    (timm's attention-bias caches, filled by an eval-mode forward with gradients on): deepcopy
+    refuses such a non-leaf tensor, so the copy holds it detached. ``model`` is not changed."""
+    memo: dict[int, Any] = {}
+
+    def detach(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+            memo[id(value)] = value.detach().clone()
+        return value
+
+    for module in model.modules():
+        for key, value in vars(module).items():
+            if key not in _SLOTS:
+                tree_map(detach, value)
+    return copy.deepcopy(model, memo)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
@@ -12,6 +11,7 @@ from prune_core import hooks, importance, surgery
 from prune_core.capture import PointCapture
 from prune_core.checks import positive_int
 from prune_core.graph import ChannelGraph, trace_channels
+from prune_core.module_state import copied
 from prune_core.spaces import Layout, element_mask
 from prune_core.taylor_scores import ScoreState, TaylorScoreSums
 
@@ -74,7 +74,7 @@ class TaylorPrunableNetwork(nn.Module):
         self.group_reduction = importance.check_group_reduction(group_reduction)
         positive_int("channel_multiple", channel_multiple)
         self.channel_multiple = channel_multiple
-        self.model, inputs = copy.deepcopy(model), as_input_tuple(example_inputs)
+        self.model, inputs = copied(model), as_input_tuple(example_inputs)
         self.graph: ChannelGraph = trace_channels(self.model, inputs, pristine=model)
         self._groups = self._select_groups(layer_names)
         for i, root in enumerate(self._groups):
@@ -394,7 +394,7 @@ class TaylorPrunableNetwork(nn.Module):
 
     def to_module(self) -> nn.Module:
         """A plain ``nn.Module`` with the pruned filters physically removed (no hooks or masks)."""
-        clone = copy.deepcopy(self.model)
+        clone = copied(self.model)
         hooks.remove_all(clone)
         surgery.extract(clone, self.graph, self._unit_masks())
         return clone

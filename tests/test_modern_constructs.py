@@ -419,3 +419,35 @@ def test_sizes_read_from_a_tensor_couple_or_fix_the_channels_they_count():
     same_width, _ = prune_twice_and_check(BorrowedWidth(8), x)
     assert same_width.layer_groups == [["conv_a", "conv_b"]]
     assert TaylorPrunableNetwork(BorrowedWidth(16), x).prunable_layer_names == []
+
+
+class CachedBias(nn.Module):
+    """What timm's LeViT / EfficientViT / TinyViT attention does: in eval mode, a tensor computed from a
+    parameter is cached on the module (with gradients on, a non-leaf tensor deepcopy refuses)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.bias_table = nn.Parameter(torch.randn(8))
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def bias(self) -> torch.Tensor:
+        if self.training:
+            return self.bias_table * 2
+        if "bias" not in self.cache:
+            self.cache["bias"] = self.bias_table * 2
+        return self.cache["bias"]
+
+    def forward(self, x):
+        return self.conv2(F.relu(self.conv1(x))).mean((2, 3)) + self.bias()
+
+
+def test_a_cached_non_leaf_tensor_neither_stops_wrapping_nor_extraction_after_eval_mode_scoring():
+    torch.manual_seed(0)
+    model, x = CachedBias().eval(), torch.randn(2, 3, 8, 8)
+    model(x)  # an eval-mode forward with gradients on fills the cache
+    cached = model.cache["bias"]
+    pnet = TaylorPrunableNetwork(model, x)
+    prune_fraction_by_taylor(pnet.eval(), x, 0.3)  # eval-mode scoring fills the wrapper's own cache too
+    assert_exact(pnet, x)
+    assert model.cache["bias"] is cached and cached.grad_fn is not None  # the user's model is unchanged
