@@ -196,13 +196,14 @@ class TaylorPrunableNetwork(nn.Module):
         """Forward pass that also returns one activation per pruning point (layer order).
 
         A point that only feeds an ``nn.ReLU(inplace=True)`` returns the ReLU's output (same scores).
+        A point found overwritten in place for the first time (on a branch that runs in training
+        mode only, say) is copied from then on, and the pass runs again.
         """
         out, acts, overwritten = self._points.run(self.model, *args, **kwargs)
         if overwritten:
-            raise RuntimeError(
-                f"the activations of {sorted(overwritten)} were overwritten in place during this forward "
-                "pass; they are copied from now on, run the mini-batch again."
-            )
+            out, acts, overwritten = self._points.run(self.model, *args, **kwargs)
+        if overwritten:
+            raise RuntimeError(f"the activations of {sorted(overwritten)} were overwritten in place even when copied.")
         return out, acts
 
     # -- scoring and pruning ------------------------------------------------------------------

@@ -257,6 +257,23 @@ def test_auxiliary_heads_are_analysed_and_the_pruned_network_runs_in_both_modes(
         assert torch.allclose(e, a, rtol=1e-4, atol=1e-5)
 
 
+def test_auxiliary_heads_are_taylor_scored_in_training_mode_after_wrapping_in_eval_mode():
+    """The heads that run in training mode only are first seen (and their in-place overwrites found)
+    at the first training-mode pass: it runs again with copies, and their scores count."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = _no_dropout(torchvision.models.googlenet(num_classes=10, aux_logits=True, init_weights=True))
+    x = torch.randn(2, 3, 64, 64)
+    pnet = TaylorPrunableNetwork(model.eval(), x).train()
+    out, acts = pnet.forward_with_activations(x)
+    pnet.score_on_backward(acts)
+    sum(t.square().mean() for t in out).backward()
+    assert pnet.layer_scores()["aux1.conv.conv"].abs().sum() > 0
+    pnet.update_prunables(max_to_prune=pnet.num_prunables // 4)
+    assert_exact(pnet, x)
+
+
 class Untraceable(nn.Module):
     """Python control flow on a tensor value: fx cannot trace into it."""
 
