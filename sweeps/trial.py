@@ -90,7 +90,8 @@ def run_trial(params: dict[str, Any], base: dict, data: DataBundle) -> None:
         start, row = time.perf_counter(), result.row
         tracking.log_steps(uri, run_id, [row], "iteration", ITERATION_METRICS, logged_iteration)
         tracking.log_steps(uri, run_id, result.training_rows, "iteration", {"loss": "train_loss"}, logged_batch)
-        _replace_atomically(latest, result.checkpoint)
+        if result.checkpoint is not None:
+            _replace_atomically(latest, result.checkpoint)
         tune.report(_iteration_metrics(row))
         reporting_seconds += time.perf_counter() - start
 
