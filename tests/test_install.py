@@ -26,7 +26,7 @@ from .sweep_helpers import compose_config
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_INPUTS = ("pyproject.toml", "README.md", "prune_core", "sweeps", "conf")
 DESCRIPTION = "prune-sweep: sweeps of structured Taylor pruning."
-GROUPS = ("data", "finetune", "model", "prune", "ray", "sweep", "tracking")
+GROUPS = ("data", "experiment", "finetune", "model", "prune", "ray", "sweep", "tracking")
 EXAMPLES = (
     "prune-sweep sweep=increments prune.learnables_reduction_goal=0.5",
     "prune-sweep model=resnet20 data=cifar10",
