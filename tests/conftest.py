@@ -44,3 +44,14 @@ def trained(digits):
             F.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
             opt.step()
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A 2-CPU Ray instance in this process for a module's in-process sweeps, shut down after it: a Ray
+    left running here would be taken by the next in-process ``ray.init`` or killed by ``ray stop``."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()

@@ -85,7 +85,7 @@ def test_cli_accepts_an_old_name_and_prints_the_config_under_the_new_one(tmp_pat
 
 
 @pytest.mark.parametrize("old_grid", [False, True], ids=["new-names", "saved-by-previous-release"])
-def test_a_sweep_logs_new_names_and_resumes_a_config_saved_with_old_ones(tmp_path, old_grid):
+def test_a_sweep_logs_new_names_and_resumes_a_config_saved_with_old_ones(tmp_path, old_grid, local_ray):
     outcome = run_sweep(
         compose_config(*TINY, "+sweep.grid.prune.learnables_reduction_increment=[0.3]", f"output_dir={tmp_path}")
     )

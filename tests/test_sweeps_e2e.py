@@ -5,7 +5,6 @@ import math
 import mlflow
 import pandas as pd
 import pytest
-import ray
 import torch
 from mlflow import MlflowClient
 
@@ -21,13 +20,6 @@ ARTIFACTS = {
     "network_metrics.json",
     "pruning_progress.png",
 }
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 def _check_sweep_record(uri: str, outcome, n_trials: int) -> None:
