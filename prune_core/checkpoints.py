@@ -62,23 +62,32 @@ def save_checkpoint(
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)  # serialised in memory: a failed write then surfaces as a plain OSError
-    folder = path.parent
-    tmp, latest = path.with_suffix(".tmp"), folder / "latest.tmp"
+    tmp = path.with_suffix(".tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(buffer.getbuffer())
         tmp.replace(path)
-        shutil.copyfile(path, latest)
-        latest.replace(folder / "latest.pt")
+        copy_atomically(path, path.parent / "latest.pt")
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        latest.unlink(missing_ok=True)
         raise OSError(
             err.errno,
             f"could not write the pruning checkpoint {path} ({err.strerror}); free disk space or choose a "
             "writable pruning_checkpoint_path, then resume from the last checkpoint there (latest.pt)",
         ) from err
     return path
+
+
+def copy_atomically(source: Path, target: Path) -> None:
+    """``target`` becomes a copy of ``source``: a reader sees the old file or the new one, never a part
+    (the copy is written beside it, then renamed; a failed copy is removed)."""
+    partial = target.with_suffix(".tmp")
+    try:
+        shutil.copyfile(source, partial)
+        partial.replace(target)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: Path, record: TaylorPrunableNetwork, example: torch.Tensor, loader: DataLoader) -> Checkpoint:

@@ -20,6 +20,7 @@ import torch
 
 from prune_core import IterationResult, compare_networks, compress_network
 from prune_core.analysis import analyze_network
+from prune_core.checkpoints import copy_atomically
 from prune_core.data import DataBundle, build_data
 from prune_core.pruning_settings import PruningSettings
 from sweeps import tracking
@@ -91,7 +92,8 @@ def run_trial(params: dict[str, Any], base: dict, data: DataBundle) -> None:
         tracking.log_steps(uri, run_id, [row], "iteration", ITERATION_METRICS, logged_iteration)
         tracking.log_steps(uri, run_id, result.training_rows, "iteration", {"loss": "train_loss"}, logged_batch)
         if result.checkpoint is not None:
-            _replace_atomically(latest, result.checkpoint)
+            latest.parent.mkdir(parents=True, exist_ok=True)
+            copy_atomically(result.checkpoint, latest)
         tune.report(_iteration_metrics(row))
         reporting_seconds += time.perf_counter() - start
 
@@ -128,14 +130,6 @@ def _iteration_metrics(row: dict) -> dict[str, float]:
 def trial_checkpoint(sweep: dict, trial_id: str) -> Path:
     """Where the trial ``trial_id`` of this sweep keeps its latest pruning checkpoint."""
     return Path(sweep["folder"]) / TRIAL_CHECKPOINTS / f"{trial_id}.pt"
-
-
-def _replace_atomically(target: Path, source: Path) -> None:
-    """``target`` becomes a copy of ``source``; a reader sees the old file or the new one, never a part."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    shutil.copyfile(source, partial)
-    partial.replace(target)
 
 
 def _trial_run(cfg: dict, sweep: dict, trial_id: str, trial_name: str) -> str:
