@@ -22,6 +22,12 @@ def _scope_keys(node: fx.Node) -> list[str]:
     return list((node.meta.get("nn_module_stack") or {}).keys())
 
 
+def _zero_padding(node: fx.Node) -> bool:
+    """``F.pad`` that pads with zeros: a channel of zeros stays all zeros."""
+    value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
+    return node.op == "call_function" and node.target is F.pad and bool(node.args) and not value
+
+
 class ModuleScopes:
     """The module calls of a traced graph and the nodes made inside each."""
 
@@ -47,9 +53,12 @@ class ModuleScopes:
 
     def reads_module_input(self, node: fx.Node, path: str) -> bool:
         """Whether ``node`` is inside the only call of module ``path`` and reads that call's input
-        directly as its first argument (so a forward pre-hook on the module sees it)."""
+        as its first argument, directly or zero-padded (timm's ``Conv2dSame``): a forward pre-hook
+        that zeroes channels of the module's input then zeroes them in what ``node`` reads."""
         key = self._key(node, path)
         arg = node.args[0] if node.args else None
+        while isinstance(arg, fx.Node) and key in _scope_keys(arg) and _zero_padding(arg):
+            arg = arg.args[0]
         return key is not None and self.calls[path] == 1 and isinstance(arg, fx.Node) and key not in _scope_keys(arg)
 
     def output_node(self, node: fx.Node, path: str) -> fx.Node | None:

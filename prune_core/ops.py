@@ -47,6 +47,15 @@ CHANNELWISE_MODULES = (
     nn.AdaptiveMaxPool1d,
     nn.AdaptiveMaxPool2d,
     nn.Upsample,
+    # padding of the trailing (spatial) dims; one that resizes a channel dim is caught by the rule
+    nn.ZeroPad1d,
+    nn.ZeroPad2d,
+    nn.ConstantPad1d,
+    nn.ConstantPad2d,
+    nn.ReflectionPad1d,
+    nn.ReflectionPad2d,
+    nn.ReplicationPad1d,
+    nn.ReplicationPad2d,
 )
 FLATTEN_MODULES = (nn.Flatten,)
 
@@ -89,6 +98,7 @@ CHANNELWISE_FUNCTIONS = {
     F.adaptive_max_pool1d,
     F.adaptive_max_pool2d,
     F.interpolate,
+    F.pad,
 }
 
 # timm's and torchvision's own element-wise helpers, looked up only once the library has loaded

@@ -11,7 +11,7 @@ from prune_core import hooks, importance, surgery
 from prune_core.capture import PointCapture
 from prune_core.checks import positive_int
 from prune_core.graph import ChannelGraph, trace_channels
-from prune_core.module_state import copied
+from prune_core.module_state import collector_paused, copied
 from prune_core.spaces import Layout, element_mask
 from prune_core.taylor_scores import ScoreState, TaylorScoreSums
 
@@ -60,6 +60,7 @@ class TaylorPrunableNetwork(nn.Module):
             times a single conv, so it is pruned last; ``"mean"`` ranks it on equal terms.
     """
 
+    @collector_paused()
     def __init__(
         self,
         model: nn.Module,

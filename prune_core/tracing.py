@@ -137,7 +137,7 @@ class _ShapeTracer(_Tracer):
             nonlocal unknown
             if not isinstance(arg, fx.Proxy):
                 return arg
-            value = arg.example if isinstance(arg, _ShapeProxy) else None
+            value = _example_of(arg)
             unknown |= value is None
             return value
 
@@ -157,6 +157,15 @@ class _ShapeTracer(_Tracer):
             return None
         finally:
             self.running = False
+
+
+def _example_of(proxy: fx.Proxy) -> Any:
+    """The example value of ``proxy``; an attribute read (``x.ndim`` outside a concrete module, an
+    ``fx.proxy.Attribute``) is the attribute of its object's example."""
+    if isinstance(proxy, fx.proxy.Attribute):
+        base = _example_of(proxy.root) if isinstance(proxy.root, fx.Proxy) else proxy.root
+        return None if base is None else getattr(base, proxy.attr, None)
+    return proxy.example if isinstance(proxy, _ShapeProxy) else None
 
 
 def trace(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tuple[fx.GraphModule, dict[str, str]]:

@@ -246,3 +246,29 @@ def test_group_reduction_mean_divides_each_group_by_its_layers_and_lets_residual
 def test_unknown_group_reduction_is_rejected():
     with pytest.raises(ValueError, match="group_reduction='max'.*sum, mean"):
         TaylorPrunableNetwork(ResidualNet(), torch.randn(1, 3, 8, 8), group_reduction="max")
+
+
+class Padded(nn.Module):
+    """Padding between convs: of the spatial dims (channel-wise), or of the channel dim itself."""
+
+    def __init__(self, pad_channels: bool):
+        super().__init__()
+        self.pad_channels = pad_channels
+        self.conv1, self.pad = nn.Conv2d(3, 8, 3), nn.ReflectionPad2d(1)
+        self.conv2 = nn.Conv2d(8 + 2 * pad_channels, 4, 3)
+
+    def forward(self, x):
+        x = self.pad(F.relu(self.conv1(x)))
+        if self.pad_channels:
+            x = F.pad(x, [0, 0, 0, 0, 1, 1])  # two zero channels: the channel count is no longer conv1's
+        return self.conv2(F.pad(x, [1, 1, 1, 1], value=0.0))
+
+
+@pytest.mark.parametrize("pad_channels", [False, True])
+def test_spatial_padding_keeps_channels_prunable_and_padding_the_channel_dim_fixes_them(pad_channels):
+    model, x = Padded(pad_channels), torch.randn(2, 3, 8, 8)
+    pnet = TaylorPrunableNetwork(model, x, criterion="random")
+    assert ("conv1" in pnet.prunable_layer_names) is not pad_channels
+    if not pad_channels:
+        prune_fraction(pnet, 0.5)
+        assert assert_exact(pnet, x).conv1.out_channels < 8

@@ -3,6 +3,7 @@ control flow over shapes, tensors a forward replaces or changes put back, genera
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,6 +87,46 @@ def test_modules_with_control_flow_on_shapes_are_traced_with_concrete_shapes_and
         small.train()(x)  # the training-mode branch (dropout) runs on the pruned network
 
 
+class SamePadConv(nn.Conv2d):
+    """timm's Conv2dSame: the padding computed from the input's size, with a test on it."""
+
+    def forward(self, x):
+        pad = max((-(-x.size(-1) // self.stride[0]) - 1) * self.stride[0] + self.kernel_size[0] - x.size(-1), 0)
+        if pad > 0:
+            x = F.pad(x, [pad // 2, pad - pad // 2, pad // 2, pad - pad // 2])
+        return super().forward(x)
+
+
+class ShapeReadThenSamePad(nn.Module):
+    """MaxViT's stem and stages: the top-level forward reads ``x.shape`` and ``x.ndim`` (attribute
+    nodes of the graph) before a block that needs concrete shapes."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.down = SamePadConv(8, 8, 3, stride=2, groups=8)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        torch._assert(x.ndim == 4, "expected NCHW")
+        b, c, h, w = x.shape
+        x = x.reshape(b, c, h, w)
+        return self.head(F.relu(self.down(x)))
+
+
+def test_shapes_read_as_attributes_outside_a_concrete_module_keep_the_example_flowing():
+    from prune_core import analyze_network
+
+    model, x = ShapeReadThenSamePad(), torch.randn(2, 3, 9, 9)
+    report = analyze_network(model, x)
+    reasons = report.layers.set_index("layer")["reason"]
+    assert "kept whole" not in str(reasons.get("down", ""))  # traced with concrete shapes, not kept whole
+    assert "down" in report.prunable_layer_names
+    pnet, small = prune_twice_and_check(model, x)
+    assert small.down.out_channels < 8
+
+
 class DecayingWeights(nn.Module):
     """A forward that changes a parameter through ``.data`` (no version count): every run halves it."""
 
@@ -163,3 +204,19 @@ def test_a_module_with_forward_hooks_is_kept_whole():
     assert "forward hooks" in reasons["conv1"]
     pnet, small = prune_twice_and_check(model, x, fraction=0.3)
     assert small.conv1.out_channels == 8 and small.conv2.out_channels < 8
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_wrapping_leaves_the_garbage_collector_as_it_was_even_when_it_fails(enabled):
+    import gc
+
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        TaylorPrunableNetwork(TwoConvs(), torch.randn(1, 3, 8, 8))
+        assert gc.isenabled() is enabled
+        with pytest.raises(ValueError):
+            TaylorPrunableNetwork(TwoConvs(), torch.randn(1, 3, 8, 8), layer_names=["missing"])
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
