@@ -1,10 +1,19 @@
-"""Argument validators shared by the public API: each raises a ValueError naming the argument."""
+"""Argument validators shared by the public API (each raises a ValueError naming the argument), and
+the one normalisation of example inputs."""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
+
+
+def as_input_tuple(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Example inputs given as one tensor or a sequence of tensors, as a tuple of positional inputs."""
+    return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
 
 
 def is_number(value: Any) -> bool:

@@ -15,8 +15,8 @@ from torch import nn
 from torch.export import ExportedProgram
 from torch.export.pt2_archive._package import load_pt2, package_pt2
 
+from prune_core.checks import as_input_tuple
 from prune_core.loaded import TRAINING_PROGRAM, LoadedNetwork
-from prune_core.prunable import as_input_tuple
 
 INFERENCE_PROGRAM = "model"
 MLFLOW_FILE = "pruned.pt2"

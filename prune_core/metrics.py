@@ -12,8 +12,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from prune_core.checks import positive_int
-from prune_core.prunable import as_input_tuple
+from prune_core.checks import as_input_tuple, positive_int
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prune_core.checks import as_input_tuple
 from prune_core.io import batch_dynamic
-from prune_core.prunable import as_input_tuple
 
 
 def export_onnx(

@@ -9,16 +9,11 @@ from torch import nn
 
 from prune_core import hooks, importance, surgery
 from prune_core.capture import PointCapture
-from prune_core.checks import positive_int
+from prune_core.checks import as_input_tuple, positive_int
 from prune_core.graph import ChannelGraph, trace_channels
 from prune_core.module_state import collector_paused, copied
 from prune_core.spaces import Layout, element_mask
 from prune_core.taylor_scores import ScoreState, TaylorScoreSums
-
-
-def as_input_tuple(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """Example inputs given as one tensor or a sequence of tensors, as a tuple of positional inputs."""
-    return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
 
 
 class TaylorPrunableNetwork(nn.Module):

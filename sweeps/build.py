@@ -11,16 +11,16 @@ from prune_core import TrainingOptions
 from prune_core.data import DataBundle
 from prune_core.models import BUILTIN_MODELS, build_model
 from sweeps.config import ConfigError
-from sweeps.names import engine_arguments
+from sweeps.schema import FinetuneSection, SweepConfig
 
 
-def make_model(cfg: dict, data: DataBundle) -> nn.Module:
-    """A fresh model for ``cfg["model"]`` shaped for ``data`` (classes, input channels)."""
-    name = cfg["model"]["name"]
+def make_model(config: SweepConfig, data: DataBundle) -> nn.Module:
+    """A fresh model for ``config.model`` shaped for ``data`` (classes, input channels)."""
+    name = config.model.name
     in_channels = data.input_shape[0] if name in BUILTIN_MODELS else None
     if in_channels is None and data.input_shape[0] != 3:
         raise ConfigError(
-            f"model.name={name!r} (torchvision) takes 3-channel images but data.name={cfg['data']['name']!r} "
+            f"model.name={name!r} (torchvision) takes 3-channel images but data.name={config.data['name']!r} "
             f"gives inputs of shape {tuple(data.input_shape)}; use 3-channel data (e.g. data.grayscale_to_rgb=true) "
             "or a built-in model."
         )
@@ -31,44 +31,35 @@ def example_batch(data: DataBundle, size: int = 2) -> torch.Tensor:
     return torch.stack([data.train[i][0] for i in range(min(size, len(data.train)))])
 
 
-def check_fit(cfg: dict, model: nn.Module, data: DataBundle) -> None:
+def check_fit(config: SweepConfig, model: nn.Module, data: DataBundle) -> None:
     """The data's inputs run through the model and give one logit per class."""
     try:
         with torch.no_grad():
             out = model.eval()(example_batch(data))
     except RuntimeError as err:
         raise ConfigError(
-            f"data.name={cfg['data']['name']!r} gives inputs of shape {tuple(data.input_shape)}, which "
-            f"model.name={cfg['model']['name']!r} cannot take ({str(err).splitlines()[0]}); choose matching "
+            f"data.name={config.data['name']!r} gives inputs of shape {tuple(data.input_shape)}, which "
+            f"model.name={config.model.name!r} cannot take ({str(err).splitlines()[0]}); choose matching "
             "model and data."
         ) from None
     if out.dim() != 2 or out.shape[1] != data.num_classes:
         raise ConfigError(
-            f"model.name={cfg['model']['name']!r} gives outputs of shape {tuple(out.shape)} but "
-            f"data.name={cfg['data']['name']!r} has {data.num_classes} classes."
+            f"model.name={config.model.name!r} gives outputs of shape {tuple(out.shape)} but "
+            f"data.name={config.data['name']!r} has {data.num_classes} classes."
         )
 
 
-def training_options(cfg: dict, data: DataBundle, device: str, seed: int, baseline: bool = False) -> TrainingOptions:
+def training_options(
+    finetune: FinetuneSection, data: DataBundle, device: str, seed: int, baseline: bool = False
+) -> TrainingOptions:
     """compress_network's (or the baseline's) TrainingOptions: the ``finetune`` keys, by their names."""
     return TrainingOptions(
-        **training_fields(cfg["finetune"], baseline),
+        **finetune.training_fields(baseline),
         validation_data=data.val,
         validation_frequency=10**9,  # validate once per pruning iteration
         device=device,
         seed=seed,
     )
-
-
-def training_fields(finetune: dict, baseline: bool = False) -> dict:
-    """The TrainingOptions fields a ``finetune`` section sets (not ``device``, which the caller resolves); the
-    baseline trains for ``baseline_epochs`` from ``baseline_learn_rate`` and carries no optimizer state."""
-    fields = engine_arguments(finetune, TrainingOptions)
-    del fields["device"]
-    if baseline:
-        fields |= {"max_epochs": finetune["baseline_epochs"], "initial_learn_rate": finetune["baseline_learn_rate"]}
-        del fields["carry_optimizer_state"]
-    return fields
 
 
 def load_weights(model: nn.Module, source: str) -> None:

@@ -7,11 +7,12 @@ import os
 import socket
 
 from sweeps.config import ConfigError
+from sweeps.schema import RaySection
 
 _TRIAL_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}  # trials keep the driver's working directory (absolute paths anyway)
 
 
-def connect_ray(cfg: dict) -> dict[str, float]:
+def connect_ray(ray_section: RaySection, verbose: bool) -> dict[str, float]:
     """Start Ray locally (``ray.address`` null and no RAY_ADDRESS) or join a cluster; check GPUs.
 
     Returns the cluster's resources. A request for GPUs the cluster does not have is a
@@ -22,13 +23,13 @@ def connect_ray(cfg: dict) -> dict[str, float]:
     os.environ.update(_TRIAL_ENV)
     # one checkpoint per pruning iteration is by design: silence Tune's "snapshotting too often" warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    address = cfg["ray"]["address"] or os.environ.get("RAY_ADDRESS")
+    address = ray_section.address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         resources = ray.cluster_resources()
     else:
         if address:
             check_address(address)
-        quiet = {"log_to_driver": cfg["verbose"], "logging_level": logging.INFO if cfg["verbose"] else logging.ERROR}
+        quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
         try:
             if address:
                 ray.init(address=address, runtime_env={"env_vars": dict(_TRIAL_ENV)}, **quiet)
@@ -37,8 +38,8 @@ def connect_ray(cfg: dict) -> dict[str, float]:
                 # stale address, once that cluster is gone, made ray.init fail)
                 ray.init(
                     address="local",
-                    num_cpus=cfg["ray"]["num_cpus"],
-                    num_gpus=cfg["ray"]["num_gpus"],
+                    num_cpus=ray_section.num_cpus,
+                    num_gpus=ray_section.num_gpus,
                     include_dashboard=False,
                     **quiet,
                 )
@@ -48,7 +49,7 @@ def connect_ray(cfg: dict) -> dict[str, float]:
                 "with `ray start --head`, give its host:port, or use ray.address=null to start Ray locally."
             ) from None
         resources = ray.cluster_resources()
-    _check_resources(cfg, resources)
+    _check_resources(ray_section, resources)
     return resources
 
 
@@ -74,10 +75,10 @@ def check_address(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def _check_resources(cfg: dict, resources: dict[str, float]) -> None:
+def _check_resources(ray_section: RaySection, resources: dict[str, float]) -> None:
     gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
-    wanted_gpus, wanted_cpus = cfg["ray"]["gpus_per_trial"], cfg["ray"]["cpus_per_trial"]
-    if wanted_gpus > gpus and not (gpus == 0 and cfg["ray"]["allow_cpu_fallback"]):
+    wanted_gpus, wanted_cpus = ray_section.gpus_per_trial, ray_section.cpus_per_trial
+    if wanted_gpus > gpus and not (gpus == 0 and ray_section.allow_cpu_fallback):
         raise ConfigError(
             f"ray.gpus_per_trial={wanted_gpus} but the Ray cluster has {gpus:g} GPUs; lower ray.gpus_per_trial, "
             "set ray.gpus_per_trial=0 to run on CPU, or ray.allow_cpu_fallback=true to run on CPU when no GPU exists."
@@ -88,10 +89,10 @@ def _check_resources(cfg: dict, resources: dict[str, float]) -> None:
         )
 
 
-def trial_resources(cfg: dict, resources: dict[str, float]) -> dict[str, float]:
+def trial_resources(ray_section: RaySection, resources: dict[str, float]) -> dict[str, float]:
     """What one trial reserves on a cluster with ``resources`` (from :func:`connect_ray`):
     ``cpus_per_trial`` CPUs and its GPU share (none on a GPU-less fallback)."""
-    gpus = cfg["ray"]["gpus_per_trial"]
+    gpus = ray_section.gpus_per_trial
     if gpus and resources.get("GPU", 0.0) == 0:
         gpus = 0  # allowed by ray.allow_cpu_fallback (checked in connect_ray)
-    return {"cpu": cfg["ray"]["cpus_per_trial"], "gpu": gpus}
+    return {"cpu": ray_section.cpus_per_trial, "gpu": gpus}

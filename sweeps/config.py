@@ -11,7 +11,7 @@ import copy
 import difflib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prune_core import importance
 from prune_core.checks import (
@@ -30,6 +30,9 @@ from prune_core.checks import (
 from prune_core.data import DATASETS
 from prune_core.models.registry import check_model_name
 from prune_core.options import LEARN_RATE_SCHEDULES, SOLVERS
+
+if TYPE_CHECKING:
+    from sweeps.schema import SweepConfig
 
 GENERIC_SUBSETS = ("early_convs", "late_convs")
 """Subsets every model has: the first and the second half of its prunable convs (graph order)."""
@@ -100,9 +103,8 @@ def unknown_key(key: str, known: set[str]) -> str:
     return f"{key} is not a config key; {hint}keys {where}: {', '.join(siblings)}."
 
 
-def _value_label(cfg: dict, key: str, value: Any) -> str:
+def _value_label(grid: Any, key: str, value: Any) -> str:
     """How an error names ``key``'s ``value``: ``key=value``, or as a value of its axis when the sweep grid has one."""
-    grid = (cfg.get("sweep") or {}).get("grid")
     if isinstance(grid, dict) and key in flatten(grid):
         return f"sweep.grid.{key} value {value!r} (grid axis)"
     return f"{key}={value!r}"
@@ -233,7 +235,7 @@ def _check_axis(cfg: dict, key: str, values: list) -> None:
         except ValueError as err:
             message, plain = str(err), f"{key}={value!r}"
             reason = message.removeprefix(plain) if message.startswith(plain) else f": {message}"
-            raise ConfigError(f"{_value_label(cfg, key, value)}{reason}") from None
+            raise ConfigError(f"{_value_label(cfg['sweep']['grid'], key, value)}{reason}") from None
 
 
 def check_output_folders(cfg: dict) -> None:
@@ -252,21 +254,21 @@ def check_output_folders(cfg: dict) -> None:
             raise ConfigError(f"{err.args[0][:-1]} ({existing} is where it would be created).") from None
 
 
-def layer_names_for(cfg: dict, prunable: list[str]) -> list[str] | None:
+def layer_names_for(config: SweepConfig, prunable: list[str]) -> list[str] | None:
     """Resolve ``prune.layers`` (all, a named subset, or conv names) against the model's prunable convs."""
-    layers = cfg["prune"]["layers"]
+    layers, model = config.prune.layers, config.model.name
     if layers in (None, "all"):
         return None
-    subsets = dict(cfg["model"].get("layer_subsets") or {})
+    subsets = dict(config.model.layer_subsets or {})
     half = (len(prunable) + 1) // 2
     early, late = GENERIC_SUBSETS
     subsets.setdefault(early, prunable[:half])
     subsets.setdefault(late, prunable[half:] or prunable[-1:])
-    label = _value_label(cfg, "prune.layers", layers)
+    label = _value_label(config.sweep.grid, "prune.layers", layers)
     if isinstance(layers, str):
         if layers not in subsets:
             raise ConfigError(
-                f"{label} is not a layer subset of model {cfg['model']['name']!r}; "
+                f"{label} is not a layer subset of model {model!r}; "
                 f"use all, one of {sorted(subsets)}, or a list of conv names from {prunable}."
             )
         layers = subsets[layers]
@@ -275,7 +277,6 @@ def layer_names_for(cfg: dict, prunable: list[str]) -> list[str] | None:
     unknown = [name for name in layers if name not in prunable]
     if unknown:
         raise ConfigError(
-            f"{label} names {unknown}, which are not prunable convs of model {cfg['model']['name']!r}; "
-            f"valid conv names: {prunable}."
+            f"{label} names {unknown}, which are not prunable convs of model {model!r}; valid conv names: {prunable}."
         )
     return list(layers)

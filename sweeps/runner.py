@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from sweeps.config import ConfigError, check_output_folders, flatten, layer_name
 from sweeps.console import BaselineProgress, TrialProgress, console, quiet_libraries, tune_callback
 from sweeps.names import current_name, renamed_config
 from sweeps.report import RESULT_COLUMNS, accuracy_vs_learnables_figure, pareto_front, sort_trials
+from sweeps.schema import SweepConfig, SweepContext, check_keys
 from sweeps.space import grid_points, param_space, trial_config
 from sweeps.trial import TRIAL_CHECKPOINTS, run_trial
 
@@ -57,41 +58,53 @@ def validate(cfg: dict) -> DataBundle:
 
     Returns the data set, built once here for the driver's own use (the baseline).
     """
+    check_keys(cfg)
     validate_values(cfg)
     check_output_folders(cfg)
-    tracking.tracking_uri(cfg, Path(cfg["output_dir"]))
-    points = [trial_config(cfg, params) for params in grid_points(cfg)]
+    config = SweepConfig.from_dict(cfg)
+    tracking.tracking_uri(config.tracking.uri, Path(config.output_dir))
+    points = [trial_config(cfg, params) for params in grid_points(config.sweep)]
     for point in points:
         validate_values(point)
+    trials = [SweepConfig.from_dict(point) for point in points]
     try:
-        data = build_data(cfg["data"])
-        model = make_model(cfg, data)
+        data = build_data(config.data)
+        model = make_model(config, data)
     except ConfigError:
         raise
     except ValueError as err:  # the data and model builders name the key in their messages
         raise ConfigError(str(err)) from None
-    if cfg["model"]["checkpoint"]:
-        load_weights(model, str(Path(cfg["model"]["checkpoint"]).expanduser()))
-    check_fit(cfg, model, data)
+    if config.model.checkpoint:
+        load_weights(model, str(Path(config.model.checkpoint).expanduser()))
+    check_fit(config, model, data)
     prunable = analyze_network(model, example_batch(data)).prunable_layer_names
-    for point in points:
-        layer_names_for(point, prunable)
+    for trial in trials:
+        layer_names_for(trial, prunable)
     return data
 
 
-def find_sweep(cfg: dict) -> Path:
-    """The folder named by ``resume``: a sweep folder, or a sweep name (its latest run)."""
-    target = Path(str(cfg["resume"])).expanduser()
+def find_sweep(resume: str, output_dir: str) -> Path:
+    """The folder named by ``resume``: a sweep folder, or a sweep name under ``output_dir`` (its latest run)."""
+    target = Path(str(resume)).expanduser()
     if (target / CONFIG_FILE).is_file():
         return target.resolve()
-    by_name = Path(cfg["output_dir"]).expanduser() / str(cfg["resume"])
+    by_name = Path(output_dir).expanduser() / str(resume)
     runs = sorted(p for p in by_name.glob("*") if (p / CONFIG_FILE).is_file()) if by_name.is_dir() else []
     if not runs:
         raise ConfigError(
-            f"resume={cfg['resume']!r} is neither a sweep folder (with {CONFIG_FILE}) nor the name of a sweep "
-            f"under output_dir={cfg['output_dir']!r}."
+            f"resume={resume!r} is neither a sweep folder (with {CONFIG_FILE}) nor the name of a sweep "
+            f"under output_dir={output_dir!r}."
         )
     return runs[-1].resolve()
+
+
+def load_sweep(folder: Path) -> tuple[dict, SweepContext]:
+    """The plain config and the context saved in a sweep folder (``{"config", "context"}``; an earlier
+    release saved the config with its context under ``_sweep``, and perhaps keys by their old names)."""
+    saved = json.loads((folder / CONFIG_FILE).read_text())
+    if "_sweep" in saved:
+        saved = {"context": saved.pop("_sweep"), "config": saved}
+    return renamed_config(saved["config"]), SweepContext(**saved["context"])
 
 
 def run_sweep(cfg: dict) -> SweepOutcome:
@@ -99,66 +112,66 @@ def run_sweep(cfg: dict) -> SweepOutcome:
     quiet_libraries(cfg["verbose"])
     cfg = renamed_config(cfg)
     if cfg.get("resume"):
-        folder = find_sweep(cfg)
-        saved = renamed_config(json.loads((folder / CONFIG_FILE).read_text()))  # perhaps by an earlier release
+        folder = find_sweep(cfg["resume"], cfg["output_dir"])
+        saved, context = load_sweep(folder)
         base = {**saved, "verbose": cfg["verbose"]}  # this run's choice
-        tracking.configure_retries(base["tracking"].get("retry_seconds", 120))
-        tracking.check_reachable(base["_sweep"]["tracking_uri"])
+        config = SweepConfig.from_dict(base)
+        tracking.configure_retries(config.tracking.retry_seconds)
+        tracking.check_reachable(context.tracking_uri)
         console.print(f"Resuming sweep {folder}")
-        resources = connect_ray(base)
-        data = build_data(base["data"])
+        resources = connect_ray(config.ray, config.verbose)
+        data = build_data(config.data)
     else:
         data = validate(cfg)
-        output_dir = Path(cfg["output_dir"]).expanduser().resolve()
-        uri = tracking.tracking_uri(cfg, output_dir)
-        tracking.configure_retries(cfg["tracking"]["retry_seconds"])
+        base, config = cfg, SweepConfig.from_dict(cfg)
+        output_dir = Path(config.output_dir).expanduser().resolve()
+        uri = tracking.tracking_uri(config.tracking.uri, output_dir)
+        tracking.configure_retries(config.tracking.retry_seconds)
         tracking.check_reachable(uri)
-        resources = connect_ray(cfg)
-        base, folder = _start(cfg, data, output_dir, uri)
-    return _run_trials(base, folder, resources, data)
+        resources = connect_ray(config.ray, config.verbose)
+        context = _start(config, data, output_dir, uri)
+    return _run_trials(base, config, context, resources, data)
 
 
-def _start(cfg: dict, data: DataBundle, output_dir: Path, uri: str) -> tuple[dict, Path]:
+def _start(config: SweepConfig, data: DataBundle, output_dir: Path, uri: str) -> SweepContext:
     """Baseline, experiment, parent run and sweep folder of a new sweep."""
     sweep_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-    folder = output_dir / cfg["name"] / sweep_id
+    folder = output_dir / config.name / sweep_id
     folder.mkdir(parents=True)
-    device = str(resolve_device(cfg["finetune"]["device"]))
-    console.print(f"Baseline: {cfg['model']['name']} on {cfg['data']['name']}, {device}")
-    with BaselineProgress(cfg["finetune"]["baseline_epochs"]) as progress:
-        baseline = prepare_baseline(cfg, data, output_dir / "baselines", device, progress.epoch_done)
+    device = str(resolve_device(config.finetune.device))
+    console.print(f"Baseline: {config.model.name} on {config.data['name']}, {device}")
+    with BaselineProgress(config.finetune.baseline_epochs) as progress:
+        baseline = prepare_baseline(config, data, output_dir / "baselines", device, progress.epoch_done)
     console.print(
         f"Baseline: {baseline.learnables} learnables, val accuracy {baseline.metrics['accuracy']:.2f}%"
         + (" (cached)" if baseline.cached else "")
     )
-    experiment = tracking.experiment_id(uri, cfg["tracking"]["experiment"], output_dir / "mlartifacts")
-    parent = _parent_run(cfg, uri, experiment, sweep_id, baseline, data)
-    base = {
-        **cfg,
-        "_sweep": {
-            "sweep_id": sweep_id,
-            "folder": str(folder),
-            "tracking_uri": uri,
-            "experiment_id": experiment,
-            "parent_run_id": parent,
-            "baseline_path": str(baseline.path),
-            "baseline_metrics": baseline.metrics,
-            "baseline_learnables": baseline.learnables,
-        },
-    }
-    (folder / CONFIG_FILE).write_text(json.dumps(base, indent=1))
-    return base, folder
+    experiment = tracking.experiment_id(uri, config.tracking.experiment, output_dir / "mlartifacts")
+    context = SweepContext(
+        sweep_id=sweep_id,
+        folder=str(folder),
+        tracking_uri=uri,
+        experiment_id=experiment,
+        parent_run_id=_parent_run(config, uri, experiment, sweep_id, baseline, data),
+        baseline_path=str(baseline.path),
+        baseline_metrics=baseline.metrics,
+        baseline_learnables=baseline.learnables,
+    )
+    saved = {"config": config.to_dict(), "context": asdict(context)}
+    (folder / CONFIG_FILE).write_text(json.dumps(saved, indent=1))
+    return context
 
 
-def _parent_run(cfg: dict, uri: str, experiment: str, sweep_id: str, baseline, data: DataBundle) -> str:
+def _parent_run(config: SweepConfig, uri: str, experiment: str, sweep_id: str, baseline, data: DataBundle) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
     tags = {tracking.SWEEP_TAG: sweep_id, "prune_sweep.role": "sweep"}
-    with mlflow.start_run(experiment_id=experiment, run_name=f"{cfg['name']}-{sweep_id}", tags=tags) as run:
-        mlflow.log_dict(cfg, "config.json")
-        mlflow.log_dict({"grid": cfg["sweep"]["grid"], "seeds": cfg["sweep"]["seeds"]}, "grid.json")
-        params = {k: v for k, v in flatten(cfg).items() if not k.startswith("sweep.grid")}
+    plain = {key: value for key, value in config.to_dict().items() if key != "seed"}  # trials have seeds
+    with mlflow.start_run(experiment_id=experiment, run_name=f"{config.name}-{sweep_id}", tags=tags) as run:
+        mlflow.log_dict(plain, "config.json")
+        mlflow.log_dict({"grid": config.sweep.grid, "seeds": config.sweep.seeds}, "grid.json")
+        params = {k: v for k, v in flatten(plain).items() if not k.startswith("sweep.grid")}
         tracking.log_params(uri, run.info.run_id, params)
         mlflow.log_metrics(
             {
@@ -167,8 +180,8 @@ def _parent_run(cfg: dict, uri: str, experiment: str, sweep_id: str, baseline, d
                 "baseline_val_loss": baseline.metrics["loss"],
             }
         )
-        if cfg["tracking"]["log_models"]:
-            model = make_model(cfg, data)
+        if config.tracking.log_models:
+            model = make_model(config, data)
             model.load_state_dict(torch.load(baseline.path, map_location="cpu", weights_only=True))
             tracking.log_model(model, example_batch(data), "baseline_model")
         run_id = run.info.run_id
@@ -176,27 +189,31 @@ def _parent_run(cfg: dict, uri: str, experiment: str, sweep_id: str, baseline, d
     return run_id
 
 
-def _run_trials(base: dict, folder: Path, resources: dict[str, float], data: DataBundle) -> SweepOutcome:
-    """Tune runs the trials; ``data`` (built from ``base["data"]``) reaches them through Ray's object store."""
+def _run_trials(
+    base: dict, config: SweepConfig, context: SweepContext, resources: dict[str, float], data: DataBundle
+) -> SweepOutcome:
+    """Tune runs the trials, each on ``base`` (the plain config ``config`` was made from) with its grid
+    values; ``data`` (built from ``config.data``) reaches them through Ray's object store."""
     from ray import tune
 
-    storage = Path(base["ray"]["storage_path"] or folder / "ray").expanduser().resolve()
-    progress = TrialProgress(len(grid_points(base)))
-    trainable = tune.with_parameters(run_trial, base=base, data=data)
-    trainable = tune.with_resources(trainable, trial_resources(base, resources))
+    folder = Path(context.folder)
+    storage = Path(config.ray.storage_path or folder / "ray").expanduser().resolve()
+    progress = TrialProgress(len(grid_points(config.sweep)))
+    trainable = tune.with_parameters(run_trial, base=base, context=context, data=data)
+    trainable = tune.with_resources(trainable, trial_resources(config.ray, resources))
     tune_path = storage / TUNE_FOLDER
     if tune.Tuner.can_restore(str(tune_path)):
         tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space=param_space(base),
-            tune_config=tune.TuneConfig(max_concurrent_trials=base["ray"]["max_concurrent_trials"], reuse_actors=True),
+            param_space=param_space(config.sweep),
+            tune_config=tune.TuneConfig(max_concurrent_trials=config.ray.max_concurrent_trials, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=TUNE_FOLDER,
                 storage_path=str(storage),
-                failure_config=tune.FailureConfig(max_failures=base["ray"]["max_failures"]),
-                verbose=2 if base["verbose"] else 0,
+                failure_config=tune.FailureConfig(max_failures=config.ray.max_failures),
+                verbose=2 if config.verbose else 0,
                 callbacks=[tune_callback(progress)],
             ),
         )
@@ -207,9 +224,9 @@ def _run_trials(base: dict, folder: Path, resources: dict[str, float], data: Dat
         progress.stop()
     failed = sum(1 for result in results if result.error is not None)
     if not failed:  # every trial finished: no resume will need their pruning checkpoints
-        shutil.rmtree(Path(base["_sweep"]["folder"]) / TRIAL_CHECKPOINTS, ignore_errors=True)
+        shutil.rmtree(folder / TRIAL_CHECKPOINTS, ignore_errors=True)
     try:
-        return _summarize(base, folder, failed)
+        return _summarize(config, context, failed)
     except tracking.TrackingUnavailable as err:
         raise tracking.TrackingUnavailable(
             f"{err}. The trials' Ray checkpoints are kept in {folder}; when the tracking store answers again, "
@@ -217,40 +234,39 @@ def _run_trials(base: dict, folder: Path, resources: dict[str, float], data: Dat
         ) from err
 
 
-def _summarize(base: dict, folder: Path, failed: int) -> SweepOutcome:
+def _summarize(config: SweepConfig, context: SweepContext, failed: int) -> SweepOutcome:
     """Per-trial table and Pareto front from the trials' MLflow runs, logged to the parent run."""
     import mlflow
 
-    sweep = base["_sweep"]
-    uri, parent = sweep["tracking_uri"], sweep["parent_run_id"]
+    folder, uri, parent = Path(context.folder), context.tracking_uri, context.parent_run_id
     runs = tracking.with_retries(
         mlflow.MlflowClient(uri).search_runs,
-        [sweep["experiment_id"]],
+        [context.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
         max_results=10_000,
     )
-    keys = [*flatten(base["sweep"]["grid"]), "seed"]
+    keys = [*flatten(config.sweep.grid), "seed"]
     rows = [_table_row(run, keys) for run in runs if "final_learnables" in run.data.metrics]
     table = pd.DataFrame(rows, columns=["trial", *keys, *RESULT_COLUMNS])
-    table = sort_trials(table, base["sweep"]["metric"], base["sweep"]["mode"])
+    table = sort_trials(table, config.sweep.metric, config.sweep.mode)
     front = pareto_front(table) if len(table) else table
     client = mlflow.MlflowClient(uri)
     if len(table):
         table.to_csv(folder / "trials.csv", index=False)
         tracking.log_table(uri, parent, table, "trials.json")
         tracking.log_table(uri, parent, front, "pareto_front.json")
-        baseline = (sweep["baseline_learnables"], sweep["baseline_metrics"]["accuracy"])
+        baseline = (context.baseline_learnables, context.baseline_metrics["accuracy"])
         figure = accuracy_vs_learnables_figure(table, front, baseline)
         figure.savefig(folder / "accuracy_vs_learnables.png", dpi=120)
         tracking.with_retries(client.log_figure, parent, figure, "accuracy_vs_learnables.png")
     tracking.log_metrics(uri, parent, {"trials_finished": len(table), "trials_failed": failed})
     tracking.with_retries(client.set_terminated, parent, "FINISHED" if not failed else "FAILED")
     best, best_file = None, None
-    if len(table) and base["tracking"]["log_models"]:
+    if len(table) and config.tracking.log_models:
         best = f"runs:/{table['run_id'].iloc[0]}/pruned_model"
         best_file = tracking.download_pruned(uri, best, folder / BEST_MODEL_FILE)
-    metric = base["sweep"]["metric"]
-    return SweepOutcome(folder, parent, uri, sweep["experiment_id"], metric, table, front, failed, best, best_file)
+    metric, experiment = config.sweep.metric, context.experiment_id
+    return SweepOutcome(folder, parent, uri, experiment, metric, table, front, failed, best, best_file)
 
 
 def _table_row(run: Any, keys: list[str]) -> dict[str, Any]:

@@ -7,22 +7,23 @@ from typing import Any
 
 from sweeps.config import flatten, with_overrides
 from sweeps.names import current_name
+from sweeps.schema import GridSection
 
 SEED_KEY = "seed"
 
 
-def grid_points(cfg: dict) -> list[dict[str, Any]]:
+def grid_points(sweep: GridSection) -> list[dict[str, Any]]:
     """Every trial's overrides (the cartesian product of the grid, times the seeds), in Tune's order."""
-    grid = {**flatten(cfg["sweep"]["grid"]), SEED_KEY: cfg["sweep"]["seeds"]}
+    grid = {**flatten(sweep.grid), SEED_KEY: sweep.seeds}
     keys = list(grid)
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def param_space(cfg: dict) -> dict[str, Any]:
+def param_space(sweep: GridSection) -> dict[str, Any]:
     """Ray Tune param_space: one ``tune.grid_search`` per (dotted) grid key, plus the seeds."""
     from ray import tune
 
-    grid = {**flatten(cfg["sweep"]["grid"]), SEED_KEY: cfg["sweep"]["seeds"]}
+    grid = {**flatten(sweep.grid), SEED_KEY: sweep.seeds}
     return {key: tune.grid_search(list(values)) for key, values in grid.items()}
 
 

@@ -48,9 +48,8 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, OSError) or "database is locked" in str(err) or type(err).__name__ == "OperationalError"
 
 
-def tracking_uri(cfg: dict, output_dir: Path) -> str:
-    """``tracking.uri``, or a sqlite database under ``output_dir``; the file store is refused."""
-    uri = cfg["tracking"]["uri"]
+def tracking_uri(uri: str | None, output_dir: Path) -> str:
+    """``tracking.uri``, or a sqlite database under ``output_dir`` when it is null; the file store is refused."""
     if uri is None:
         return f"sqlite:///{(output_dir / 'mlflow.db').resolve()}"
     if not isinstance(uri, str) or not uri.startswith(("sqlite:///", "http://", "https://", "postgresql", "mysql")):

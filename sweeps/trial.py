@@ -22,12 +22,11 @@ from prune_core import IterationResult, compare_networks, compress_network
 from prune_core.analysis import analyze_network
 from prune_core.checkpoints import copy_atomically
 from prune_core.data import DataBundle, build_data
-from prune_core.pruning_settings import PruningSettings
 from sweeps import tracking
 from sweeps.build import example_batch, make_model, training_options
 from sweeps.config import ConfigError, flatten, layer_names_for
 from sweeps.console import quiet_libraries
-from sweeps.names import engine_arguments
+from sweeps.schema import FinetuneSection, RaySection, SweepConfig, SweepContext
 from sweeps.space import trial_config
 
 ITERATION_METRICS = {name: name for name in ("learnables", "reduction", "val_loss", "val_accuracy")}
@@ -36,18 +35,18 @@ TRIAL_CHECKPOINTS = "trial_checkpoints"
 """Folder of the sweep folder holding each unfinished trial's latest pruning checkpoint."""
 
 
-def trial_device(cfg: dict) -> str:
+def trial_device(finetune: FinetuneSection, ray_section: RaySection) -> str:
     """The device for this trial from what Ray assigned: its GPU, else CPU (or an error, per config)."""
     import ray
 
-    wanted = cfg["finetune"]["device"]
+    wanted = finetune.device
     if wanted != "auto":
         return wanted
     if not ray.get_gpu_ids():
         return "cpu"
     if torch.cuda.is_available():
         return "cuda"
-    if cfg["ray"]["allow_cpu_fallback"]:
+    if ray_section.allow_cpu_fallback:
         return "cpu"
     raise ConfigError(
         f"Ray assigned GPU {ray.get_gpu_ids()} to this trial but CUDA is not available in its worker; set "
@@ -55,8 +54,8 @@ def trial_device(cfg: dict) -> str:
     )
 
 
-def run_trial(params: dict[str, Any], base: dict, data: DataBundle) -> None:
-    """Ray Tune function trainable: ``params`` are the trial's grid values, ``base`` the sweep config.
+def run_trial(params: dict[str, Any], base: dict, context: SweepContext, data: DataBundle) -> None:
+    """Ray Tune function trainable: ``params`` are the trial's grid values, ``base`` the sweep's plain config.
 
     ``data`` is the sweep's data set (built from ``base["data"]``), used unless the grid changes ``data`` keys.
     """
@@ -65,24 +64,24 @@ def run_trial(params: dict[str, Any], base: dict, data: DataBundle) -> None:
     from ray import tune
 
     trial_start = time.perf_counter()
-    cfg, sweep = trial_config(base, params), base["_sweep"]
-    uri, trial_id = sweep["tracking_uri"], tune.get_context().get_trial_id()
+    config = SweepConfig.from_dict(trial_config(base, params))
+    uri, trial_id = context.tracking_uri, tune.get_context().get_trial_id()
     mlflow.set_tracking_uri(uri)
-    tracking.configure_retries(cfg["tracking"]["retry_seconds"])
-    quiet_libraries(cfg["verbose"])
-    torch.set_num_threads(max(1, int(cfg["ray"]["cpus_per_trial"])))
-    device = trial_device(cfg)
-    if cfg["data"] != base["data"]:
-        data = build_data(cfg["data"])
-    model = make_model(cfg, data)
-    model.load_state_dict(torch.load(sweep["baseline_path"], map_location="cpu", weights_only=True))
-    layer_names = layer_names_for(cfg, analyze_network(model, example_batch(data)).prunable_layer_names)
-    run_id = _trial_run(cfg, sweep, trial_id, tune.get_context().get_trial_name())
+    tracking.configure_retries(config.tracking.retry_seconds)
+    quiet_libraries(config.verbose)
+    torch.set_num_threads(max(1, int(config.ray.cpus_per_trial)))
+    device = trial_device(config.finetune, config.ray)
+    if config.data != base["data"]:
+        data = build_data(config.data)
+    model = make_model(config, data)
+    model.load_state_dict(torch.load(context.baseline_path, map_location="cpu", weights_only=True))
+    layer_names = layer_names_for(config, analyze_network(model, example_batch(data)).prunable_layer_names)
+    run_id = _trial_run(config, context, trial_id, tune.get_context().get_trial_name())
     logged_iteration = tracking.last_step(uri, run_id, "learnables")
     logged_batch = tracking.last_step(uri, run_id, "train_loss")
     workdir = Path(tempfile.mkdtemp(prefix=f"prune-trial-{trial_id}-"))
     (workdir / "pruning").mkdir()
-    latest = trial_checkpoint(sweep, trial_id)
+    latest = trial_checkpoint(context, trial_id)
 
     reporting_seconds = 0.0
 
@@ -103,8 +102,9 @@ def run_trial(params: dict[str, Any], base: dict, data: DataBundle) -> None:
             model,
             data.train,
             "crossentropy",
-            training_options(cfg, data, device, seed=cfg["seed"]),
-            **engine_arguments(cfg["prune"] | cfg["finetune"], PruningSettings),
+            training_options(config.finetune, data, device, seed=config.seed),
+            **config.prune.engine_arguments(),
+            **config.finetune.engine_arguments(),
             layer_names=layer_names,
             pruning_checkpoint_path=workdir / "pruning",
             verbosity_level="off",
@@ -113,7 +113,7 @@ def run_trial(params: dict[str, Any], base: dict, data: DataBundle) -> None:
             resume_from=latest if latest.is_file() else None,
         )
         compress_seconds = time.perf_counter() - compress_start - reporting_seconds
-        final = _record_result(cfg, run_id, model, pruned, info, example_batch(data), workdir / "pruning")
+        final = _record_result(config, context, run_id, (model, pruned), info, example_batch(data), workdir / "pruning")
         # compress_seconds: pruning and fine-tuning only (the per-iteration Tune/MLflow reporting excluded)
         timing = {"compress_seconds": compress_seconds, "trial_seconds": time.perf_counter() - trial_start}
         tracking.log_metrics(uri, run_id, timing)
@@ -127,18 +127,18 @@ def _iteration_metrics(row: dict) -> dict[str, float]:
     return {"pruning_iteration": row["iteration"], **{name: row[col] for col, name in ITERATION_METRICS.items()}}
 
 
-def trial_checkpoint(sweep: dict, trial_id: str) -> Path:
+def trial_checkpoint(context: SweepContext, trial_id: str) -> Path:
     """Where the trial ``trial_id`` of this sweep keeps its latest pruning checkpoint."""
-    return Path(sweep["folder"]) / TRIAL_CHECKPOINTS / f"{trial_id}.pt"
+    return Path(context.folder) / TRIAL_CHECKPOINTS / f"{trial_id}.pt"
 
 
-def _trial_run(cfg: dict, sweep: dict, trial_id: str, trial_name: str) -> str:
+def _trial_run(config: SweepConfig, context: SweepContext, trial_id: str, trial_name: str) -> str:
     """This trial's MLflow child run: found by its tags when the trial restarts, else created."""
     import ray
     from mlflow import MlflowClient
 
-    uri, experiment = sweep["tracking_uri"], sweep["experiment_id"]
-    tags = {tracking.SWEEP_TAG: sweep["sweep_id"], tracking.TRIAL_TAG: trial_id}
+    uri, experiment = context.tracking_uri, context.experiment_id
+    tags = {tracking.SWEEP_TAG: context.sweep_id, tracking.TRIAL_TAG: trial_id}
     existing = tracking.find_run(uri, experiment, tags)
     if existing is not None:
         return existing
@@ -152,18 +152,18 @@ def _trial_run(cfg: dict, sweep: dict, trial_id: str, trial_name: str) -> str:
         client.create_run,
         experiment,
         run_name=trial_name,
-        tags={**tags, **node, "mlflow.parentRunId": sweep["parent_run_id"], "prune_sweep.role": "trial"},
+        tags={**tags, **node, "mlflow.parentRunId": context.parent_run_id, "prune_sweep.role": "trial"},
     )
     run_id = run.info.run_id
-    tracking.log_params(uri, run_id, flatten({k: v for k, v in cfg.items() if k != "_sweep"}))
-    baseline = {"iteration": 0, "learnables": sweep["baseline_learnables"], "reduction": 0.0}
-    baseline |= {f"val_{k}": v for k, v in sweep["baseline_metrics"].items()}
+    tracking.log_params(uri, run_id, flatten(config.to_dict()))
+    baseline = {"iteration": 0, "learnables": context.baseline_learnables, "reduction": 0.0}
+    baseline |= {f"val_{k}": v for k, v in context.baseline_metrics.items()}
     tracking.log_steps(uri, run_id, [baseline], "iteration", ITERATION_METRICS, after=-1)
     return run_id
 
 
 def _record_result(
-    cfg: dict, run_id: str, original, pruned, info, example: torch.Tensor, pruning_folder: Path
+    config: SweepConfig, context: SweepContext, run_id: str, networks, info, example: torch.Tensor, pruning_folder: Path
 ) -> dict[str, Any]:
     """Tables, tags, plots, the comparison table and the pruned model; returns the final metrics.
 
@@ -172,7 +172,7 @@ def _record_result(
     import mlflow
     from mlflow import MlflowClient
 
-    uri = cfg["_sweep"]["tracking_uri"]
+    (original, pruned), uri = networks, context.tracking_uri
     client = MlflowClient(uri)
     history = info.pruning_history.copy()
     history["filters_removed"] = history["filters_removed"].map(str)
@@ -181,7 +181,7 @@ def _record_result(
     tracking.log_table(uri, run_id, info.validation_history, "validation_history.json")
     val_accuracy = _final_accuracy(info)
     comparison = compare_networks(
-        original.cpu(), pruned.cpu(), example, accuracy=(cfg["_sweep"]["baseline_metrics"]["accuracy"], val_accuracy)
+        original.cpu(), pruned.cpu(), example, accuracy=(context.baseline_metrics["accuracy"], val_accuracy)
     )
     tracking.log_table(uri, run_id, comparison.reset_index(names="network"), "network_metrics.json")
     tracking.with_retries(client.log_artifact, run_id, str(pruning_folder / "pruning_progress.png"))
@@ -196,7 +196,7 @@ def _record_result(
         "pruning_iterations": info.pruning_iterations,
     }
     tracking.log_metrics(uri, run_id, final)
-    if cfg["tracking"]["log_models"]:
+    if config.tracking.log_models:
         with tracking.with_retries(mlflow.start_run, run_id=run_id):
             tracking.log_model(pruned, example, "pruned_model")
     return {**final, "stop_reason": info.stop_reason, "mlflow_run_id": run_id}

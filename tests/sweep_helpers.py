@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sweeps.cli import CONFIG_DIR
+from sweeps.schema import SweepConfig
 
 TINY = ["+experiment=debug"]
 """The tiny preset (conf/experiment/debug.yaml): one trial on 160 digits, seconds."""
@@ -30,6 +31,11 @@ def compose_config(*overrides: str) -> dict:
     """The resolved config ``prune-sweep`` would run with these overrides."""
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+
+
+def typed_config(*overrides: str) -> SweepConfig:
+    """The typed config of :func:`compose_config` (what the sweep's modules receive)."""
+    return SweepConfig.from_dict(compose_config(*overrides))
 
 
 def prune_sweep(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

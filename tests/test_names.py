@@ -10,11 +10,12 @@ import yaml
 from prune_core import TrainingOptions
 from prune_core.data import build_data
 from prune_core.pruning_settings import PruningSettings
-from sweeps.build import training_fields, training_options
+from sweeps.build import training_options
 from sweeps.names import RENAMED, current_name, engine_arguments, renamed_config, renamed_overrides
 from sweeps.runner import run_sweep
+from sweeps.schema import SweepConfig
 
-from .sweep_helpers import TINY, compose_config, prune_sweep, trial_runs
+from .sweep_helpers import TINY, compose_config, prune_sweep, trial_runs, typed_config
 
 SWEEP_ONLY = {"prune": {"layers"}, "finetune": {"baseline_epochs", "baseline_learn_rate"}}
 """The keys with no engine counterpart (documented in the README and sweeps/names.py)."""
@@ -23,7 +24,7 @@ SWEEP_ONLY = {"prune": {"layers"}, "finetune": {"baseline_epochs", "baseline_lea
 def test_every_prune_and_finetune_key_reaches_the_engine_under_its_own_name():
     cfg = compose_config()
     settings = {f.name for f in fields(PruningSettings)}
-    options = training_options(cfg, build_data(cfg["data"]), "cpu", seed=0)
+    options = training_options(typed_config().finetune, build_data(cfg["data"]), "cpu", seed=0)
     for group in ("prune", "finetune"):
         for key, value in cfg[group].items():
             if key in SWEEP_ONLY[group]:
@@ -36,13 +37,10 @@ def test_every_prune_and_finetune_key_reaches_the_engine_under_its_own_name():
 
 
 def test_the_baseline_trains_with_its_own_epochs_and_learn_rate_and_the_trials_keys_otherwise():
-    finetune = compose_config("finetune.baseline_epochs=7", "finetune.baseline_learn_rate=0.2")["finetune"]
-    baseline, trials = training_fields(finetune, baseline=True), training_fields(finetune)
+    finetune = typed_config("finetune.baseline_epochs=7", "finetune.baseline_learn_rate=0.2").finetune
+    baseline, trials = finetune.training_fields(baseline=True), finetune.training_fields()
     assert (baseline["max_epochs"], baseline["initial_learn_rate"]) == (7, 0.2)
-    assert (trials["max_epochs"], trials["initial_learn_rate"]) == (
-        finetune["max_epochs"],
-        finetune["initial_learn_rate"],
-    )
+    assert (trials["max_epochs"], trials["initial_learn_rate"]) == (finetune.max_epochs, finetune.initial_learn_rate)
     assert "carry_optimizer_state" not in baseline and "device" not in trials
 
 
@@ -69,6 +67,7 @@ def test_old_names_in_a_config_are_renamed_and_an_old_key_set_wins_over_the_new_
     renamed = renamed_config(cfg)
     assert renamed["finetune"]["max_epochs"] == 3 and "epochs" not in renamed["finetune"]
     assert renamed["sweep"]["grid"] == {"prune": {"learnables_reduction_increment": [0.1, 0.2]}}
+    assert SweepConfig.from_dict(renamed).finetune.max_epochs == 3  # the typed config takes it
     assert capsys.readouterr().err.count("is deprecated") == 2
     assert current_name("prune.importance_iterations") == "prune.num_importance_score_iterations"
     assert set(RENAMED.values()) <= {f"{g}.{k}" for g in ("prune", "finetune") for k in compose_config()[g]}
@@ -95,7 +94,8 @@ def test_a_sweep_logs_new_names_and_resumes_a_config_saved_with_old_ones(tmp_pat
     assert list(outcome.table.columns[:2]) == ["trial", "prune.learnables_reduction_increment"]
     if old_grid:  # the saved config of a sweep started by the previous release: resuming it still works
         saved = outcome.folder / "sweep_config.json"
-        cfg = json.loads(saved.read_text())
+        record = json.loads(saved.read_text())
+        cfg = {**record["config"], "_sweep": record["context"]}  # that release kept the run state in the config
         cfg["sweep"]["grid"] = {"prune": {"reduction_increment": [0.3]}}
         cfg["prune"]["reduction_goal"] = cfg["prune"].pop("learnables_reduction_goal")
         saved.write_text(json.dumps(cfg))

@@ -71,31 +71,32 @@ def _check_config(overrides: list[str], tmp_path) -> dict | None:
     except (HydraException, OmegaConfBaseException):
         return None
     validate(cfg)
-    check_reachable(tracking_uri(cfg, tmp_path), timeout=2)
+    check_reachable(tracking_uri(cfg["tracking"]["uri"], tmp_path), timeout=2)
     return cfg
 
 
 def _run_like_a_trial(cfg: dict) -> None:
     """The engine call a trial of ``cfg`` makes (first grid point, no Ray or MLflow), one pruning step."""
     from prune_core.data import build_data
+    from sweeps.schema import SweepConfig
     from sweeps.space import grid_points, trial_config
 
-    cfg = trial_config(cfg, grid_points(cfg)[0])
-    data = build_data(cfg["data"])
-    model = make_model(cfg, data)
-    layers = layer_names_for(cfg, analyze_network(model, example_batch(data)).prunable_layer_names)
+    config = SweepConfig.from_dict(trial_config(cfg, grid_points(SweepConfig.from_dict(cfg).sweep)[0]))
+    data = build_data(config.data)
+    model = make_model(config, data)
+    layers = layer_names_for(config, analyze_network(model, example_batch(data)).prunable_layer_names)
     compress_network(
         model,
         data.train,
         "crossentropy",
-        training_options(cfg, data, "cpu", seed=0),
-        learnables_reduction_goal=cfg["prune"]["learnables_reduction_goal"],
-        learnables_reduction_increment=max(cfg["prune"]["learnables_reduction_increment"], 0.3),
-        num_importance_score_iterations=cfg["prune"]["num_importance_score_iterations"],
+        training_options(config.finetune, data, "cpu", seed=0),
+        learnables_reduction_goal=config.prune.learnables_reduction_goal,
+        learnables_reduction_increment=max(config.prune.learnables_reduction_increment, 0.3),
+        num_importance_score_iterations=config.prune.num_importance_score_iterations,
         layer_names=layers,
-        criterion=cfg["prune"]["criterion"],
-        group_reduction=cfg["prune"]["group_reduction"],
-        final_fine_tuning_epochs=min(cfg["finetune"]["final_fine_tuning_epochs"], 1),
+        criterion=config.prune.criterion,
+        group_reduction=config.prune.group_reduction,
+        final_fine_tuning_epochs=min(config.finetune.final_fine_tuning_epochs, 1),
         verbosity_level="off",
     )
 

@@ -2,17 +2,19 @@
 
 import pytest
 
-from sweeps.config import ConfigError, layer_names_for, validate_values, with_overrides
+from sweeps.config import ConfigError, validate_values, with_overrides
+from sweeps.config import layer_names_for as resolve
 from sweeps.runner import validate
+from sweeps.schema import SweepConfig
 from sweeps.space import flatten, grid_points, trial_config
 
-from .sweep_helpers import compose_config, prune_sweep
+from .sweep_helpers import compose_config, prune_sweep, typed_config
 
 
 def test_default_config_is_a_grid_of_six_valid_trials():
     cfg = compose_config()
     validate(cfg)
-    points = grid_points(cfg)
+    points = grid_points(SweepConfig.from_dict(cfg).sweep)
     assert len(points) == 6
     assert {p["prune.learnables_reduction_goal"] for p in points} == {0.6, 0.97, 0.99}
     trial = trial_config(cfg, points[-1])
@@ -60,6 +62,10 @@ def test_bad_values_name_the_key(override, key):
 
 def test_layer_subsets_resolve_per_model():
     cfg = compose_config()
+
+    def layer_names_for(cfg, prunable):
+        return resolve(SweepConfig.from_dict(cfg), prunable)
+
     prunable = ["features.0", "features.3", "features.7"]
     assert layer_names_for(with_overrides(cfg, {"prune.layers": "all"}), prunable) is None
     assert layer_names_for(with_overrides(cfg, {"prune.layers": "late_convs"}), prunable) == [
@@ -129,16 +135,16 @@ def test_model_checkpoint_is_loaded_instead_of_training_and_checked_before_runni
     from sweeps.baseline import prepare_baseline
     from sweeps.build import make_model
 
-    cfg = compose_config("sweep=single")
-    data = build_data(cfg["data"])
-    weights = make_model(cfg, data).state_dict()
+    config = typed_config("sweep=single")
+    data = build_data(config.data)
+    weights = make_model(config, data).state_dict()
     torch.save(weights, tmp_path / "mine.pt")
     cfg = compose_config("sweep=single", f"model.checkpoint={tmp_path / 'mine.pt'}")
     validate(cfg)
-    baseline = prepare_baseline(cfg, data, tmp_path / "baselines", "cpu")
+    baseline = prepare_baseline(SweepConfig.from_dict(cfg), data, tmp_path / "baselines", "cpu")
     loaded = torch.load(baseline.path, weights_only=True)
     assert all(torch.equal(loaded[k], weights[k]) for k in weights)  # loaded, not trained
-    torch.save(make_model(compose_config("model=resnet20"), data).state_dict(), tmp_path / "other.pt")
+    torch.save(make_model(typed_config("model=resnet20"), data).state_dict(), tmp_path / "other.pt")
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
     for name in ("other.pt", "corrupt.pt", "missing.pt"):
         with pytest.raises(ConfigError, match=r"model\.checkpoint="):
@@ -151,8 +157,8 @@ def test_baseline_does_not_depend_on_the_global_random_state(tmp_path):
     from prune_core.data import build_data
     from sweeps.baseline import prepare_baseline
 
-    cfg = compose_config("sweep=single", "finetune.baseline_epochs=1", "data.max_train_samples=100")
-    data = build_data(cfg["data"])
+    cfg = typed_config("sweep=single", "finetune.baseline_epochs=1", "data.max_train_samples=100")
+    data = build_data(cfg.data)
     weights = []
     for seed in (1, 2):
         torch.manual_seed(seed)
@@ -166,11 +172,11 @@ def test_baseline_does_not_depend_on_the_global_random_state(tmp_path):
 def test_baseline_key_covers_only_what_trains_the_baseline():
     from sweeps.baseline import baseline_key
 
-    key = baseline_key(compose_config())
-    assert baseline_key(compose_config("finetune.max_epochs=3", "finetune.initial_learn_rate=0.02")) == key
-    assert baseline_key(compose_config("prune.criterion=l1")) == key
+    key = baseline_key(typed_config())
+    assert baseline_key(typed_config("finetune.max_epochs=3", "finetune.initial_learn_rate=0.02")) == key
+    assert baseline_key(typed_config("prune.criterion=l1")) == key
     for override in ("finetune.baseline_epochs=2", "finetune.learn_rate_schedule=piecewise", "data.name=mnist1d"):
-        assert baseline_key(compose_config(override)) != key, override
+        assert baseline_key(typed_config(override)) != key, override
 
 
 REQUIRED = {"data=imagefolder": ["data.root=photos", "data.val_fraction=0.1"]}
@@ -196,9 +202,23 @@ def test_every_config_group_option_and_experiment_composes_and_validates(option)
     cfg = compose_config(option, *REQUIRED.get(option, []))
     validate_values(cfg)
     assert "???" not in str(cfg)  # nothing left unset
+    assert SweepConfig.from_dict(cfg).to_dict() == {**cfg, "seed": 0}  # every key is in the schema
 
 
 def test_the_debug_experiment_is_one_tiny_trial():
     cfg = compose_config("+experiment=debug")
-    assert len(grid_points(cfg)) == 1 and cfg["data"]["max_train_samples"] == 160
+    assert len(grid_points(SweepConfig.from_dict(cfg).sweep)) == 1 and cfg["data"]["max_train_samples"] == 160
     assert compose_config("+experiment=debug", "sweep=increments")["sweep"]["grid"]  # a group override still wins
+
+
+def test_a_mistyped_key_in_a_users_config_file_is_named_not_ignored(tmp_path):
+    cfg = compose_config()
+    cfg["prune"]["learnables_reduction_gaol"] = 0.5  # what a group file of the user's own would bring
+    with pytest.raises(ConfigError, match=r"prune\.learnables_reduction_gaol is not a config key; did you mean"):
+        validate(cfg)
+    (tmp_path / "prune").mkdir()
+    mine = "defaults:\n  - default\n  - _self_\nlearnables_reduction_gaol: 0.5\n"  # the default prune keys, one added
+    (tmp_path / "prune" / "mine.yaml").write_text(mine)
+    result = prune_sweep("--config-dir", str(tmp_path), "prune=mine", f"output_dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert result.returncode == 2 and "learnables_reduction_gaol" in result.stderr
+    assert not (tmp_path / "out").exists()
