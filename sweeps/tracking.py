@@ -133,14 +133,23 @@ def last_step(uri: str, run_id: str, key: str) -> int:
     return max((m.step for m in history), default=-1)
 
 
-def log_steps(uri: str, run_id: str, rows: list[dict], step_key: str, names: dict[str, str], after: int) -> None:
-    """Log ``rows[i][column]`` as metric ``names[column]`` at step ``rows[i][step_key]`` for steps > ``after``."""
+def log_steps(
+    uri: str,
+    run_id: str,
+    rows: list[dict],
+    step_key: str,
+    names: dict[str, str],
+    after: int,
+    model_id: str | None = None,
+) -> None:
+    """Log ``rows[i][column]`` as metric ``names[column]`` at step ``rows[i][step_key]`` for steps > ``after``
+    (also as metrics of the logged model ``model_id``, when given)."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     metrics = [
-        Metric(name, float(row[column]), now, int(row[step_key]))
+        Metric(name, float(row[column]), now, int(row[step_key]), model_id=model_id)
         for row in rows
         if int(row[step_key]) > after
         for column, name in names.items()
@@ -151,9 +160,9 @@ def log_steps(uri: str, run_id: str, rows: list[dict], step_key: str, names: dic
         with_retries(client.log_batch, run_id, metrics=metrics[start : start + 900])
 
 
-def log_metrics(uri: str, run_id: str, values: dict[str, float]) -> None:
-    """Single-valued metrics (step 0), e.g. a trial's final figures."""
-    log_steps(uri, run_id, [{"step": 0, **values}], "step", {name: name for name in values}, after=-1)
+def log_metrics(uri: str, run_id: str, values: dict[str, float], model_id: str | None = None) -> None:
+    """Single-valued metrics (step 0), e.g. a trial's final figures, also of the logged model ``model_id``."""
+    log_steps(uri, run_id, [{"step": 0, **values}], "step", {name: name for name in values}, -1, model_id)
 
 
 def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
@@ -167,11 +176,11 @@ def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
         with_retries(client.log_batch, run_id, params=items[start : start + 90])
 
 
-def log_model(model: Any, example: Any, name: str) -> None:
+def log_model(model: Any, example: Any, name: str) -> str:
     """``mlflow.pytorch.log_model`` into the active run, with signature and input example, and
     prune_core's own file as an extra file, so that ``prune_core.load_pruned("runs:/<id>/<name>")``
     returns a network that can be trained further (MLflow's loader gives torch.export's
-    inference-only module).
+    inference-only module). Returns the id of the LoggedModel it created.
 
     The requirements are given (torch only) so MLflow skips its slow requirement inference.
     """
@@ -186,7 +195,7 @@ def log_model(model: Any, example: Any, name: str) -> None:
         signature = infer_signature(example.numpy(), model(example).numpy())
     with tempfile.TemporaryDirectory() as folder:
         own_file = save_pruned(model, Path(folder) / MLFLOW_FILE, example)
-        with_retries(
+        info = with_retries(
             mlflow.pytorch.log_model,
             model,
             name=name,
@@ -195,6 +204,7 @@ def log_model(model: Any, example: Any, name: str) -> None:
             extra_files=[str(own_file)],
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
+    return info.model_id
 
 
 def download_pruned(uri: str, model_uri: str, path: Path) -> Path:

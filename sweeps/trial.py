@@ -195,10 +195,11 @@ def _record_result(
         "final_latency_ms": comparison.loc["pruned", "latency_ms"],
         "pruning_iterations": info.pruning_iterations,
     }
-    tracking.log_metrics(uri, run_id, final)
+    model_id = None  # the final metrics go to the pruned model too: search_logged_models ranks a sweep's models
     if config.tracking.log_models:
         with tracking.with_retries(mlflow.start_run, run_id=run_id):
-            tracking.log_model(pruned, example, "pruned_model")
+            model_id = tracking.log_model(pruned, example, "pruned_model")
+    tracking.log_metrics(uri, run_id, final, model_id)
     return {**final, "stop_reason": info.stop_reason, "mlflow_run_id": run_id}
 
 

@@ -58,6 +58,11 @@ def _check_sweep_record(uri: str, outcome, n_trials: int) -> None:
         assert 0 < data.metrics["compress_seconds"] < data.metrics["trial_seconds"]
         pruned = mlflow.pytorch.load_model(f"runs:/{run_id}/pruned_model")
         out = pruned(torch.rand(3, 1, 8, 8))
+        (model,) = mlflow.search_logged_models(
+            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'", output_format="list"
+        )  # the pruned model carries the trial's final metrics, so a sweep's models rank by them
+        finals = {m.key: m.value for m in model.metrics if m.key.startswith("final_")}
+        assert finals == {k: v for k, v in data.metrics.items() if k.startswith("final_")}
         assert out.shape == (3, 10)
         assert sum(p.numel() for p in pruned.parameters()) == int(data.metrics["final_learnables"])
 
