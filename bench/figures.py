@@ -231,6 +231,40 @@ def coverage_figure(report: dict) -> Figure:
     return fig
 
 
+ARM_STYLES = {"grid": ("tab:gray", "s"), "search": ("tab:blue", "o"), "search_asha": ("tab:orange", "^")}
+
+
+def search_figure(report: dict) -> Figure:
+    """Search against grid: per seed, every arm's trials (faint) and front (line), hypervolumes in the legend."""
+    runs = report["results"]["runs"]
+    seeds = sorted({run["seed"] for run in runs})
+    figure = Figure(figsize=(4.5 * len(seeds), 4), layout="constrained")
+    for ax, seed in zip(figure.subplots(1, len(seeds), squeeze=False)[0], seeds, strict=True):
+        for run in (r for r in runs if r["seed"] == seed):
+            color, marker = ARM_STYLES.get(run["arm"], ("k", "x"))
+            trials, front = run["trials"], run["front"]
+            ax.scatter(
+                [p["learnables"] for p in trials],
+                [p["val_accuracy"] for p in trials],
+                c=color,
+                alpha=0.3,
+                marker=marker,
+            )
+            label = f"{run['arm']} (HV {run['hypervolume']:.4f}, {run['seconds']:.0f} s)"
+            ax.step(
+                [p["learnables"] for p in front],
+                [p["val_accuracy"] for p in front],
+                where="post",
+                c=color,
+                marker=marker,
+                label=label,
+            )
+        ax.set(title=f"seed {seed}", xlabel="learnables", ylabel="validation accuracy (%)", xscale="log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return figure
+
+
 def figure_maker(benchmark: str) -> Callable[[dict], Figure] | None:
     """The figure function for a benchmark name, or None for one without a figure."""
     if benchmark.endswith(("_ablation", "_oneshot")):
@@ -245,6 +279,7 @@ def figure_maker(benchmark: str) -> Callable[[dict], Figure] | None:
         "speedup": speedup_figure,
         "sweep_overhead": sweep_figure,
         "coverage": coverage_figure,
+        "search_vs_grid": search_figure,
     }
     return next((make for prefix, make in prefixes.items() if benchmark.startswith(prefix)), None)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import NoReturn
 
 import hydra
@@ -12,21 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeps.config import ConfigError
-from sweeps.names import renamed_overrides
+from sweeps.names import CONFIG_DIR, renamed_overrides
 from sweeps.overrides import check_command_line
 from sweeps.tracking import TrackingUnavailable
-
-
-def _config_dir() -> str:
-    """The Hydra config: the repository's top-level ``conf/``, installed as the package data ``sweeps/conf`` by
-    a wheel (pyproject.toml maps package ``sweeps.conf`` to ``conf``). Editable installs and source checkouts
-    read ``conf/`` next to ``sweeps/`` (setuptools' editable finder cannot import the mapped data package)."""
-    here = Path(__file__).resolve().parent
-    installed = here / "conf"
-    return str(installed if (installed / "config.yaml").is_file() else here.parent / "conf")
-
-
-CONFIG_DIR = _config_dir()
 
 
 def _plain(cfg: DictConfig) -> dict:

@@ -30,6 +30,7 @@ from prune_core.checks import (
 from prune_core.data import DATASETS
 from prune_core.models.registry import check_model_name
 from prune_core.options import LEARN_RATE_SCHEDULES, SOLVERS
+from sweeps.report import ITERATION_METRICS, OBJECTIVE_METRICS
 
 if TYPE_CHECKING:
     from sweeps.schema import SweepConfig
@@ -103,7 +104,7 @@ def unknown_key(key: str, known: set[str]) -> str:
     return f"{key} is not a config key; {hint}keys {where}: {', '.join(siblings)}."
 
 
-def _value_label(grid: Any, key: str, value: Any) -> str:
+def value_label(grid: Any, key: str, value: Any) -> str:
     """How an error names ``key``'s ``value``: ``key=value``, or as a value of its axis when the sweep grid has one."""
     if isinstance(grid, dict) and key in flatten(grid):
         return f"sweep.grid.{key} value {value!r} (grid axis)"
@@ -176,8 +177,18 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "tracking.experiment": _string,
     "tracking.log_models": boolean,
     "tracking.retry_seconds": positive_number,
+    "tracking.register_best": _optional(_string),
+    "tracking.system_metrics": boolean,
+    "sweep.search": _choice(("grid", "optuna")),
+    "sweep.metric": _choice(OBJECTIVE_METRICS),
     "sweep.mode": _choice(("max", "min")),
-    "sweep.metric": _choice(("val_accuracy", "reduction", "learnables")),
+    "sweep.sampler": _choice(("tpe", "nsga2")),
+    "sweep.num_samples": positive_int,
+    "sweep.scheduler": _choice(("none", "asha")),
+    "sweep.scheduler_metric": _choice(ITERATION_METRICS),
+    "sweep.scheduler_mode": _choice(("max", "min")),
+    "sweep.grace_period": positive_int,
+    "sweep.reduction_factor": lambda key, value: _check_int_at_least(key, value, 2),
 }
 
 
@@ -186,8 +197,9 @@ def _check_int_at_least(key: str, value: Any, low: int) -> None:
         raise ValueError(f"{key}={value!r} is not allowed; use an integer >= {low}.")
 
 
-def validate_values(cfg: dict) -> None:
-    """Check every known key's type and range; the first offending key raises ConfigError."""
+def check_groups(cfg: dict) -> None:
+    """Check every known key's type and range outside ``sweep.grid`` and ``sweep.space`` (which
+    :func:`sweeps.sweep_checks.validate_values` checks); the first offending key raises ConfigError."""
     for key, check in RULES.items():
         _check(key, get_path(cfg, key), check)
     if not isinstance(get_path(cfg, "finetune.device"), str):
@@ -202,40 +214,18 @@ def validate_values(cfg: dict) -> None:
     gpus = cfg["ray"]["gpus_per_trial"]
     if gpus > 1 and gpus != int(gpus):
         raise ConfigError(f"ray.gpus_per_trial={gpus!r} is not allowed; use a fraction <= 1 or a whole number.")
-    seeds = get_path(cfg, "sweep.seeds")
-    if not isinstance(seeds, list) or not seeds or not all(is_int(s) for s in seeds):
-        raise ConfigError(f"sweep.seeds={seeds!r} is not allowed; use a non-empty list of integers, e.g. [0, 1, 2].")
-    _check_grid(cfg)
 
 
-def _check_grid(cfg: dict) -> None:
-    """``sweep.grid``: a non-empty list of values per existing prune/finetune/model/data key, each value allowed."""
-    grid = get_path(cfg, "sweep.grid")
-    if not isinstance(grid, dict):
-        raise ConfigError(f"sweep.grid={grid!r} is not allowed; use a mapping of config keys to lists of values.")
-    known = {key for key in dotted_keys(cfg) if key.split(".")[0] != "sweep"}
-    for key, values in flatten(grid).items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"sweep.grid.{key}={values!r} is not allowed; use a non-empty list of values.")
-        if key.split(".")[0] not in ("prune", "finetune", "model", "data"):
-            raise ConfigError(
-                f"sweep.grid key {key!r} is not allowed; grid keys are prune.*, finetune.*, model.* or data.* keys."
-            )
-        if key not in known:
-            raise ConfigError(f"sweep.grid.{key}: {unknown_key(key, known)}")
-        if key in RULES:
-            _check_axis(cfg, key, values)
-
-
-def _check_axis(cfg: dict, key: str, values: list) -> None:
-    """Each value of the grid axis ``key``; the error names it as a grid value."""
-    for value in values:
-        try:
-            RULES[key](key, value)
-        except ValueError as err:
-            message, plain = str(err), f"{key}={value!r}"
-            reason = message.removeprefix(plain) if message.startswith(plain) else f": {message}"
-            raise ConfigError(f"{_value_label(cfg['sweep']['grid'], key, value)}{reason}") from None
+def check_value(label: str, key: str, value: Any) -> None:
+    """``value`` of the config key ``key`` passes its rule (when it has one); the error names it as ``label``."""
+    if key not in RULES:
+        return
+    try:
+        RULES[key](key, value)
+    except ValueError as err:
+        message, plain = str(err), f"{key}={value!r}"
+        reason = message.removeprefix(plain) if message.startswith(plain) else f": {message}"
+        raise ConfigError(f"{label}{reason}") from None
 
 
 def check_output_folders(cfg: dict) -> None:
@@ -264,7 +254,7 @@ def layer_names_for(config: SweepConfig, prunable: list[str]) -> list[str] | Non
     early, late = GENERIC_SUBSETS
     subsets.setdefault(early, prunable[:half])
     subsets.setdefault(late, prunable[half:] or prunable[-1:])
-    label = _value_label(config.sweep.grid, "prune.layers", layers)
+    label = value_label(config.sweep.grid, "prune.layers", layers)
     if isinstance(layers, str):
         if layers not in subsets:
             raise ConfigError(

@@ -17,6 +17,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from prune_core.results import DIVERGED, GOAL_REACHED, MAX_COMPRESSION, THRESHOLD_EXCEEDED
+from sweeps.report import RESULT_COLUMNS
+from sweeps.schema import SweepSection
 
 console = Console(highlight=False, soft_wrap=True)
 """The sweep's own output (stdout): plain lines when not a terminal, live bars when it is."""
@@ -27,7 +29,7 @@ QUIET_ENVIRONMENT = {
     "RAY_DEDUP_LOGS": "1",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # tqdm bars on every download (tqdm comes with timm)
 }
-QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "mlflow", "alembic")
+QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "mlflow", "alembic", "optuna")
 
 
 def quiet_libraries(verbose: bool) -> None:
@@ -72,7 +74,12 @@ class BaselineProgress:
 
 def _grid_values(config: dict[str, Any]) -> str:
     """``key=value`` per grid axis, escaped: a value such as ``[conv1]`` is text, not rich markup."""
-    return escape(" ".join(f"{key.split('.')[-1]}={value}" for key, value in config.items()))
+    return escape(" ".join(f"{key.split('.')[-1]}={_short(value)}" for key, value in config.items()))
+
+
+def _short(value: Any) -> Any:
+    """A sampled float to 4 significant digits (0.7075908516760633 -> 0.7076); anything else as it is."""
+    return float(f"{value:.4g}") if isinstance(value, float) else value
 
 
 class TrialProgress:
@@ -112,6 +119,11 @@ class TrialProgress:
         seconds = time.monotonic() - self._started.pop(name, time.monotonic())
         if error:
             line = f"[red]failed[/red]  {_grid_values(config)}"
+        elif "final_val_accuracy" not in result:
+            line = (
+                f"[yellow]stopped early[/yellow]  {_grid_values(config)}: after pruning iteration "
+                f"{result.get('pruning_iteration', 0)}, val acc {result.get('val_accuracy', float('nan')):.2f}%"
+            )
         else:
             accuracy = result.get("final_val_accuracy")
             if accuracy is not None:
@@ -161,15 +173,28 @@ STOP_LABELS = {
 TABLE_WIDTH = 120
 
 
-def trials_for_terminal(table: pd.DataFrame) -> pd.DataFrame:
-    """The trial table, narrowed: trial number, grid values under their last key part, results in %."""
-    frame = table.drop(columns=["run_id"]).copy()
+def trials_for_terminal(table: pd.DataFrame, sweep: SweepSection) -> pd.DataFrame:
+    """The trial table, narrowed: trial number, swept values under their last key part (sampled ones to 4
+    digits), results in %; MACs, latency and feasibility only when an objective or a budget uses them."""
+    budgets = {key.partition("_")[2] for key in sweep.constraints}
+    hidden = {"run_id"} | {m for m in ("macs", "latency_ms") if m not in sweep.objectives and m not in budgets}
+    frame = table.drop(columns=[*hidden, *([] if sweep.constraints else ["feasible"])]).copy()
     frame["trial"] = frame["trial"].str.rsplit("_", n=1).str[-1]
     frame["reduction"] = (100 * frame["reduction"]).round(1)
     frame["val_accuracy"] = frame["val_accuracy"].round(2)
     frame["stop_reason"] = frame["stop_reason"].map(lambda reason: STOP_LABELS.get(reason, reason))
+    for column in [c for c in table.columns if c not in RESULT_COLUMNS and c != "trial"]:  # the swept values
+        frame[column] = frame[column].map(lambda text: _short(_number(text)))
     renamed = {column: column.rsplit(".", 1)[-1] for column in frame.columns}
     return frame.rename(columns={**renamed, "reduction": "fewer %", "val_accuracy": "val acc %", "stop_reason": "stop"})
+
+
+def _number(text: Any) -> Any:
+    """A swept value as MLflow returns it (text) back to a float where it is one."""
+    try:
+        return float(text) if isinstance(text, str) and "." in text else text
+    except ValueError:
+        return text
 
 
 def mlflow_ui_command(uri: str) -> str:
@@ -182,12 +207,16 @@ def mlflow_ui_command(uri: str) -> str:
 def print_outcome(outcome: Any) -> None:
     """The trial table, the Pareto front, the best model's URI and how to open MLflow on the runs."""
     with pd.option_context("display.width", TABLE_WIDTH, "display.max_columns", 30, "display.max_colwidth", 30):
-        trials = trials_for_terminal(outcome.table)
-        console.print(f"\nTrials (best {outcome.metric} first):")
+        trials = trials_for_terminal(outcome.table, outcome.sweep)
+        console.print(f"\nTrials (best {outcome.sweep.metric} first):")
         console.print(trials.to_string(index=False), markup=False)
-        console.print("\nPareto front (fewest learnables for the accuracy):")
-        front = trials.loc[outcome.front.index, ["trial", "learnables", "fewer %", "val acc %"]]
-        console.print(front.to_string(index=False), markup=False)
+        objectives = ", ".join(f"{mode} {metric}" for metric, mode in outcome.sweep.objectives.items())
+        console.print(f"\nPareto front ({objectives}; hypervolume {outcome.hypervolume:.4f}):")
+        shown = {"val_accuracy": "val acc %", "reduction": "fewer %"}
+        columns = ["trial", *dict.fromkeys(shown.get(metric, metric) for metric in outcome.sweep.objectives)]
+        console.print(trials.loc[outcome.front.index, columns].to_string(index=False), markup=False)
+    if outcome.stopped_trials:
+        console.print(f"{outcome.stopped_trials} trial(s) stopped early by ASHA (in MLflow, tagged stop_reason)")
     console.print(f"\nSweep folder: {outcome.folder}", markup=False)
     if outcome.best_model_file:
         console.print(f"Best pruned model: {outcome.best_model_file} (MLflow: {outcome.best_model_uri})", markup=False)

@@ -8,13 +8,15 @@ with no engine counterpart are ``prune.layers`` (a named subset of the model's l
 unpruned baseline is trained).
 
 The names of earlier releases stay accepted for one release: :data:`RENAMED` maps them to the new
-ones, on the command line, in config files and in the saved config of a sweep resumed.
+ones, on the command line, in config files and in the saved config of a sweep resumed. Keys added since
+(:data:`ADDED_IN`) take their defaults where such a config lacks them.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 RENAMED = {
@@ -29,8 +31,35 @@ RENAMED = {
 }
 """Old dotted key -> its name since the keys follow the engine (deprecated; removed in the next release)."""
 
-SEARCHED = ("sweep.grid.",)
+ADDED_IN = {"sweep": "sweep/base.yaml", "tracking": "tracking/local.yaml"}
+"""Groups that gained keys since the previous release -> the config file holding their defaults."""
+
+SEARCHED = ("sweep.grid.", "sweep.space.")
 """Where a key may also appear under a prefix (a grid axis)."""
+
+
+def _config_dir() -> str:
+    """The Hydra config: the repository's top-level ``conf/``, installed as the package data ``sweeps/conf`` by
+    a wheel (pyproject.toml maps package ``sweeps.conf`` to ``conf``). Editable installs and source checkouts
+    read ``conf/`` next to ``sweeps/`` (setuptools' editable finder cannot import the mapped data package)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "conf"
+    return str(installed if (installed / "config.yaml").is_file() else here.parent / "conf")
+
+
+CONFIG_DIR = _config_dir()
+
+
+def with_added_keys(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` (plain, nested) with every key added since the previous release set to its default where missing
+    (a sweep resumed from that release, a user's sweep file without ``defaults: [base, _self_]``)."""
+    from omegaconf import OmegaConf
+
+    for group, file in ADDED_IN.items():
+        if isinstance(cfg.get(group), dict):
+            defaults = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / file), resolve=False)
+            cfg[group] = {**{k: v for k, v in defaults.items() if k != "defaults"}, **cfg[group]}
+    return cfg
 
 
 def engine_arguments(section: dict[str, Any], engine_type: type) -> dict[str, Any]:

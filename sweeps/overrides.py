@@ -32,8 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from sweeps.config import ConfigError, did_you_mean, dotted_keys, flatten, unknown_key
+from sweeps.space import space_entries
 
-FREE_FORM = ("sweep.grid", "model.layer_subsets")
+FREE_FORM = ("sweep.grid", "sweep.space", "sweep.objectives", "sweep.constraints", "model.layer_subsets")
 """Maps whose keys the user chooses (grid axes, named layer subsets): a new key is added with ``+``."""
 OPTIONAL_KEYS = ("data.cache_dir",)
 """Keys the sweep reads with a default that no config file lists: added with ``+``."""
@@ -161,9 +162,12 @@ def _check_keys(overrides: list[Override], known: set[str]) -> None:
 
 
 def _check_grid(cfg: dict, overrides: list[Override], sweep: str | None) -> None:
-    """No value override of a key the sweep grid sets in every trial (it would be overwritten without a word)."""
-    grid = (cfg.get("sweep") or {}).get("grid")
+    """No value override of a key the sweep's grid or search space sets in every trial (it would be overwritten
+    without a word)."""
+    section = cfg.get("sweep") or {}
+    grid, space = section.get("grid"), section.get("space")
     axes = flatten(grid) if isinstance(grid, dict) else {}
+    searched = space_entries(space) if isinstance(space, dict) and section.get("search") == "optuna" else {}
     for override in overrides:
         key = override.key_or_group
         if key.split(".")[0] == "sweep":
@@ -174,6 +178,13 @@ def _check_grid(cfg: dict, overrides: list[Override], sweep: str | None) -> None
                     f"{override.input_line} would be overwritten: the grid of sweep={sweep} sets {axis} in every trial "
                     f"(sweep.grid.{axis}={_syntax(values)}); to run only this value use sweep=single (no grid), or "
                     f"put the values into the grid: sweep.grid.{key}=[{override.get_value_string()}]"
+                )
+        for entry in searched:
+            if entry == key or entry.startswith(f"{key}."):
+                raise ConfigError(
+                    f"{override.input_line} would be overwritten: the search of sweep={sweep} samples {entry} in every "
+                    f"trial (sweep.space.{entry}); to fix it, remove it from the space (~sweep.space.{entry}), or "
+                    f"narrow the space instead, e.g. sweep.space.{entry}.low=... and .high=..."
                 )
 
 

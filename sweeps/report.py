@@ -1,14 +1,23 @@
-"""The sweep's results: per-trial table, Pareto front of accuracy against learnables, and its plot."""
+"""The sweep's results: per-trial table, budgets, Pareto front of the objectives, its hypervolume, and the plot."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pandas as pd
 
-RESULT_COLUMNS = ["learnables", "reduction", "val_accuracy", "stop_reason", "run_id"]
-"""Per-trial results in the sweep table, after the trial name and its grid values."""
+ITERATION_METRICS = ("learnables", "reduction", "val_loss", "val_accuracy")
+"""What a trial reports after every pruning iteration (an early-stopping scheduler's choice)."""
+OBJECTIVE_METRICS = ("val_accuracy", "learnables", "reduction", "macs", "latency_ms")
+"""What a finished trial reports as ``final_<metric>``: objectives, budgets and sort keys."""
+DEFAULT_OBJECTIVES = {"val_accuracy": "max", "learnables": "min"}
+
+RESULT_COLUMNS = [*OBJECTIVE_METRICS, "feasible", "stop_reason", "run_id"]
+"""Per-trial results in the sweep table, after the trial name and its grid (or sampled) values."""
 
 
-RESULT_ORDER = {"val_accuracy": False, "learnables": True, "reduction": False}
+RESULT_ORDER = {"val_accuracy": False, "learnables": True, "reduction": False, "macs": True, "latency_ms": True}
 """Result columns that order tied trials, each better first (ascending=True: smaller is better)."""
 
 TOLERANCE = 1e-4
@@ -28,19 +37,51 @@ def sort_trials(table: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     return table.loc[keys.sort_values(list(keys.columns), kind="stable").index].reset_index(drop=True)
 
 
-def pareto_front(table: pd.DataFrame, size: str = "learnables", quality: str = "val_accuracy") -> pd.DataFrame:
-    """The rows no other row dominates (no more ``size`` and at least the ``quality``, one strictly), sorted by
-    ``size``. Accuracies within TOLERANCE are equal; of equal rows the one with the first trial name is kept."""
-    keys = pd.DataFrame({size: table[size], quality: _ranks(table[quality], ascending=False)})
-    if "trial" in table and "trial" not in keys:
+def pareto_front(table: pd.DataFrame, objectives: dict[str, str] = DEFAULT_OBJECTIVES) -> pd.DataFrame:
+    """The feasible rows no other feasible row dominates (at least as good in every objective, better in one),
+    the minimised objectives first in its order. Accuracies within TOLERANCE are equal; of equal rows the one
+    with the first trial name is kept."""
+    if "feasible" in table:
+        table = table[table["feasible"].astype(bool)]
+    order = sorted(objectives, key=lambda column: objectives[column] == "max")
+    keys = pd.DataFrame({column: _ranks(table[column], objectives[column] == "min") for column in order})
+    if "trial" in table:
         keys["trial"] = table["trial"]
-    ordered = table.loc[keys.sort_values(list(keys.columns), kind="stable").index]
-    best, keep = float("-inf"), []
-    for index, row in ordered.iterrows():
-        if row[quality] > best + _tolerance(quality):
-            keep.append(index)
-            best = row[quality]
-    return ordered.loc[keep]
+    kept: list[Any] = []
+    for index in keys.sort_values(list(keys.columns), kind="stable").index:
+        ranks = keys.loc[index, order]
+        if not any((keys.loc[other, order] <= ranks).all() for other in kept):
+            kept.append(index)
+    return table.loc[kept]
+
+
+def violations(metrics: dict[str, float], constraints: dict[str, float]) -> dict[str, float]:
+    """How far a trial's ``final_<metric>`` values break each budget (``max_<metric>`` / ``min_<metric>``): > 0
+    is broken."""
+    amounts = {}
+    for key, bound in constraints.items():
+        kind, _, metric = key.partition("_")
+        value = metrics[f"final_{metric}"]
+        amounts[key] = value - bound if kind == "max" else bound - value
+    return amounts
+
+
+def hypervolume(front: pd.DataFrame, objectives: dict[str, str], scales: dict[str, float]) -> float:
+    """The share of the objective box [unpruned, ideal] the front dominates, from 0 to 1.
+
+    Each objective becomes a loss in [0, 1]: accuracy in percent over 100, reduction as it is, a size over the
+    unpruned network's (``scales``); a minimised loss as it is, a maximised one as 1 minus it. The reference point
+    is all ones (no accuracy, the unpruned size), so sweeps of one baseline compare.
+    """
+    from optuna._hypervolume import compute_hypervolume  # WFG, as optuna.visualization's hypervolume plot uses
+
+    scale = {"val_accuracy": 100.0, "reduction": 1.0, **scales}
+    columns = [front[c].astype(float) / scale[c] for c in objectives]
+    losses = np.column_stack([v if objectives[c] == "min" else 1 - v for c, v in zip(objectives, columns, strict=True)])
+    losses = np.clip(losses[(losses <= 1).all(axis=1)], 0, 1) if len(losses) else losses
+    if not len(losses):
+        return 0.0
+    return float(compute_hypervolume(losses, np.ones(len(objectives))))
 
 
 def _ranks(values: pd.Series, ascending: bool) -> pd.Series:

@@ -10,11 +10,9 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
 import torch
 
 from prune_core.analysis import analyze_network
@@ -24,33 +22,17 @@ from sweeps import tracking
 from sweeps.baseline import prepare_baseline
 from sweeps.build import check_fit, example_batch, load_weights, make_model
 from sweeps.cluster import connect_ray, trial_resources
-from sweeps.config import ConfigError, check_output_folders, flatten, layer_names_for, validate_values
+from sweeps.config import ConfigError, check_output_folders, flatten, layer_names_for
 from sweeps.console import BaselineProgress, TrialProgress, console, quiet_libraries, tune_callback
-from sweeps.names import current_name, renamed_config
-from sweeps.report import RESULT_COLUMNS, accuracy_vs_learnables_figure, pareto_front, sort_trials
+from sweeps.names import renamed_config, with_added_keys
 from sweeps.schema import SweepConfig, SweepContext, check_keys
-from sweeps.space import grid_points, param_space, trial_config
+from sweeps.search import early_stop_recorder, search_algorithm, trial_scheduler
+from sweeps.space import checked_points, param_space, trial_config, trial_count
+from sweeps.summary import SweepOutcome, summarize
+from sweeps.sweep_checks import validate_values
 from sweeps.trial import TRIAL_CHECKPOINTS, run_trial
 
-CONFIG_FILE, TUNE_FOLDER, BEST_MODEL_FILE = "sweep_config.json", "tune", "best_pruned.pt2"
-
-
-@dataclass(frozen=True)
-class SweepOutcome:
-    """What a finished sweep produced."""
-
-    folder: Path
-    parent_run_id: str
-    tracking_uri: str
-    experiment_id: str
-    metric: str
-    table: pd.DataFrame
-    front: pd.DataFrame
-    failed_trials: int
-    best_model_uri: str | None
-    """The pruned model of the table's first row, when models are logged."""
-    best_model_file: Path | None
-    """Its prune_core file, copied into the sweep folder (``prune_core.load_pruned`` reads either)."""
+CONFIG_FILE, TUNE_FOLDER = "sweep_config.json", "tune"
 
 
 def validate(cfg: dict) -> DataBundle:
@@ -63,7 +45,7 @@ def validate(cfg: dict) -> DataBundle:
     check_output_folders(cfg)
     config = SweepConfig.from_dict(cfg)
     tracking.tracking_uri(config.tracking.uri, Path(config.output_dir))
-    points = [trial_config(cfg, params) for params in grid_points(config.sweep)]
+    points = [trial_config(cfg, params) for params in checked_points(config.sweep)]
     for point in points:
         validate_values(point)
     trials = [SweepConfig.from_dict(point) for point in points]
@@ -104,13 +86,13 @@ def load_sweep(folder: Path) -> tuple[dict, SweepContext]:
     saved = json.loads((folder / CONFIG_FILE).read_text())
     if "_sweep" in saved:
         saved = {"context": saved.pop("_sweep"), "config": saved}
-    return renamed_config(saved["config"]), SweepContext(**saved["context"])
+    return with_added_keys(renamed_config(saved["config"])), SweepContext(**saved["context"])
 
 
 def run_sweep(cfg: dict) -> SweepOutcome:
     """Run (or, with ``cfg["resume"]``, finish) a sweep; returns its table and Pareto front."""
     quiet_libraries(cfg["verbose"])
-    cfg = renamed_config(cfg)
+    cfg = with_added_keys(renamed_config(cfg))
     if cfg.get("resume"):
         folder = find_sweep(cfg["resume"], cfg["output_dir"])
         saved, context = load_sweep(folder)
@@ -171,7 +153,7 @@ def _parent_run(config: SweepConfig, uri: str, experiment: str, sweep_id: str, b
     with mlflow.start_run(experiment_id=experiment, run_name=f"{config.name}-{sweep_id}", tags=tags) as run:
         mlflow.log_dict(plain, "config.json")
         mlflow.log_dict({"grid": config.sweep.grid, "seeds": config.sweep.seeds}, "grid.json")
-        params = {k: v for k, v in flatten(plain).items() if not k.startswith("sweep.grid")}
+        params = {k: v for k, v in flatten(plain).items() if not k.startswith(("sweep.grid", "sweep.space"))}
         tracking.log_params(uri, run.info.run_id, params)
         mlflow.log_metrics(
             {
@@ -198,23 +180,32 @@ def _run_trials(
 
     folder = Path(context.folder)
     storage = Path(config.ray.storage_path or folder / "ray").expanduser().resolve()
-    progress = TrialProgress(len(grid_points(config.sweep)))
+    progress = TrialProgress(trial_count(config.sweep))
     trainable = tune.with_parameters(run_trial, base=base, context=context, data=data)
     trainable = tune.with_resources(trainable, trial_resources(config.ray, resources))
     tune_path = storage / TUNE_FOLDER
-    if tune.Tuner.can_restore(str(tune_path)):
+    if config.sweep.search == "optuna":  # its objectives are final metrics, absent from the per-iteration results
+        os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    if tune.Tuner.can_restore(str(tune_path)):  # the searcher's and scheduler's state included
         tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
     else:
+        search = config.sweep.search == "optuna"
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(config.sweep),
-            tune_config=tune.TuneConfig(max_concurrent_trials=config.ray.max_concurrent_trials, reuse_actors=True),
+            tune_config=tune.TuneConfig(
+                search_alg=search_algorithm(config.sweep),
+                scheduler=trial_scheduler(config.sweep),
+                num_samples=config.sweep.num_samples if search else 1,
+                max_concurrent_trials=config.ray.max_concurrent_trials,
+                reuse_actors=True,
+            ),
             run_config=tune.RunConfig(
                 name=TUNE_FOLDER,
                 storage_path=str(storage),
                 failure_config=tune.FailureConfig(max_failures=config.ray.max_failures),
                 verbose=2 if config.verbose else 0,
-                callbacks=[tune_callback(progress)],
+                callbacks=[tune_callback(progress), early_stop_recorder(context)],
             ),
         )
     progress.start()
@@ -226,58 +217,9 @@ def _run_trials(
     if not failed:  # every trial finished: no resume will need their pruning checkpoints
         shutil.rmtree(folder / TRIAL_CHECKPOINTS, ignore_errors=True)
     try:
-        return _summarize(config, context, failed)
+        return summarize(config, context, failed)
     except tracking.TrackingUnavailable as err:
         raise tracking.TrackingUnavailable(
             f"{err}. The trials' Ray checkpoints are kept in {folder}; when the tracking store answers again, "
             f"finish the sweep with `prune-sweep resume={folder}`."
         ) from err
-
-
-def _summarize(config: SweepConfig, context: SweepContext, failed: int) -> SweepOutcome:
-    """Per-trial table and Pareto front from the trials' MLflow runs, logged to the parent run."""
-    import mlflow
-
-    folder, uri, parent = Path(context.folder), context.tracking_uri, context.parent_run_id
-    runs = tracking.with_retries(
-        mlflow.MlflowClient(uri).search_runs,
-        [context.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
-        max_results=10_000,
-    )
-    keys = [*flatten(config.sweep.grid), "seed"]
-    rows = [_table_row(run, keys) for run in runs if "final_learnables" in run.data.metrics]
-    table = pd.DataFrame(rows, columns=["trial", *keys, *RESULT_COLUMNS])
-    table = sort_trials(table, config.sweep.metric, config.sweep.mode)
-    front = pareto_front(table) if len(table) else table
-    client = mlflow.MlflowClient(uri)
-    if len(table):
-        table.to_csv(folder / "trials.csv", index=False)
-        tracking.log_table(uri, parent, table, "trials.json")
-        tracking.log_table(uri, parent, front, "pareto_front.json")
-        baseline = (context.baseline_learnables, context.baseline_metrics["accuracy"])
-        figure = accuracy_vs_learnables_figure(table, front, baseline)
-        figure.savefig(folder / "accuracy_vs_learnables.png", dpi=120)
-        tracking.with_retries(client.log_figure, parent, figure, "accuracy_vs_learnables.png")
-    tracking.log_metrics(uri, parent, {"trials_finished": len(table), "trials_failed": failed})
-    tracking.with_retries(client.set_terminated, parent, "FINISHED" if not failed else "FAILED")
-    best, best_file = None, None
-    if len(table) and config.tracking.log_models:
-        best = f"runs:/{table['run_id'].iloc[0]}/pruned_model"
-        best_file = tracking.download_pruned(uri, best, folder / BEST_MODEL_FILE)
-    metric, experiment = config.sweep.metric, context.experiment_id
-    return SweepOutcome(folder, parent, uri, experiment, metric, table, front, failed, best, best_file)
-
-
-def _table_row(run: Any, keys: list[str]) -> dict[str, Any]:
-    metrics, tags = run.data.metrics, run.data.tags
-    params = {current_name(key): value for key, value in run.data.params.items()}  # a trial of an earlier release
-    return {
-        "trial": run.info.run_name,
-        **{key: params.get(key) for key in keys},
-        "learnables": int(metrics["final_learnables"]),
-        "reduction": metrics["final_reduction"],
-        "val_accuracy": metrics["final_val_accuracy"],
-        "stop_reason": tags.get("stop_reason"),
-        "run_id": run.info.run_id,
-    }

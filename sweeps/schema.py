@@ -1,7 +1,7 @@
 """The typed sweep config: one frozen dataclass per config group, built once from the composed config.
 
 The YAML files in ``conf/`` give the values; these classes are their schema. Hydra composes the
-config, :func:`sweeps.config.validate_values` checks every value with a message naming the key,
+config, :func:`sweeps.sweep_checks.validate_values` checks every value with a message naming the key,
 and :meth:`SweepConfig.from_dict` turns the plain result into typed sections; a key no section has
 is a ConfigError (a mistyped key in a user's group file would otherwise be ignored). Each sweeps
 module receives the section it reads.
@@ -92,13 +92,25 @@ class FinetuneSection:
 
 
 @dataclass(frozen=True)
-class GridSection:
-    """``sweep``: the grid (config keys -> values), the seeds each grid point runs with, the sort metric."""
+class SweepSection:
+    """``sweep``: a grid, or an Optuna search over ``space``; the objectives of its Pareto front, hard budgets,
+    the order of its table, and an optional early-stopping scheduler (conf/sweep/base.yaml documents each key)."""
 
+    search: str
     grid: dict[str, Any]
     seeds: list[int]
     metric: str
     mode: str
+    objectives: dict[str, str]
+    constraints: dict[str, float]
+    space: dict[str, Any]
+    sampler: str
+    num_samples: int
+    scheduler: str
+    scheduler_metric: str
+    scheduler_mode: str
+    grace_period: int
+    reduction_factor: int
 
 
 @dataclass(frozen=True)
@@ -124,13 +136,15 @@ class TrackingSection:
     experiment: str
     log_models: bool
     retry_seconds: float
+    register_best: str | None
+    system_metrics: bool
 
 
 SECTIONS: dict[str, type] = {
     "model": ModelSection,
     "prune": PruneSection,
     "finetune": FinetuneSection,
-    "sweep": GridSection,
+    "sweep": SweepSection,
     "ray": RaySection,
     "tracking": TrackingSection,
 }
@@ -149,7 +163,7 @@ class SweepConfig:
     data: dict[str, Any]
     prune: PruneSection
     finetune: FinetuneSection
-    sweep: GridSection
+    sweep: SweepSection
     ray: RaySection
     tracking: TrackingSection
     seed: int = 0
@@ -157,7 +171,7 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> SweepConfig:
-        """The typed config of a plain one, which :func:`sweeps.config.validate_values` has checked; a key
+        """The typed config of a plain one, which :func:`sweeps.sweep_checks.validate_values` has checked; a key
         no schema has, or one missing, is a ConfigError naming it."""
         check_keys(cfg)
         values = copy.deepcopy(cfg)

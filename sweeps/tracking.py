@@ -8,7 +8,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -227,3 +228,20 @@ def log_table(uri: str, run_id: str, table: pd.DataFrame, artifact_file: str) ->
         if frame[column].dtype == object:
             frame[column] = frame[column].map(str)
     with_retries(MlflowClient(uri).log_table, run_id, frame, artifact_file)
+
+
+@contextmanager
+def system_metrics(uri: str, run_id: str, enabled: bool) -> Iterator[None]:
+    """While inside, MLflow samples CPU, memory (and GPU, with nvidia-ml-py) into the run's ``system/*`` metrics,
+    continuing the steps of a restarted trial; the run's status is left alone (a stopped trial's included)."""
+    if not enabled:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, tracking_uri=uri, resume_logging=True)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()

@@ -26,10 +26,12 @@ from sweeps import tracking
 from sweeps.build import example_batch, make_model, training_options
 from sweeps.config import ConfigError, flatten, layer_names_for
 from sweeps.console import quiet_libraries
+from sweeps.report import ITERATION_METRICS as ITERATION_METRIC_NAMES
+from sweeps.report import violations
 from sweeps.schema import FinetuneSection, RaySection, SweepConfig, SweepContext
 from sweeps.space import trial_config
 
-ITERATION_METRICS = {name: name for name in ("learnables", "reduction", "val_loss", "val_accuracy")}
+ITERATION_METRICS = {name: name for name in ITERATION_METRIC_NAMES}
 """Pruning-history columns logged as MLflow step metrics (step = pruning iteration)."""
 TRIAL_CHECKPOINTS = "trial_checkpoints"
 """Folder of the sweep folder holding each unfinished trial's latest pruning checkpoint."""
@@ -97,28 +99,30 @@ def run_trial(params: dict[str, Any], base: dict, context: SweepContext, data: D
         reporting_seconds += time.perf_counter() - start
 
     try:
-        compress_start = time.perf_counter()
-        pruned, info = compress_network(
-            model,
-            data.train,
-            "crossentropy",
-            training_options(config.finetune, data, device, seed=config.seed),
-            **config.prune.engine_arguments(),
-            **config.finetune.engine_arguments(),
-            layer_names=layer_names,
-            pruning_checkpoint_path=workdir / "pruning",
-            verbosity_level="off",
-            plots="pruning-progress",
-            callbacks=[report],
-            resume_from=latest if latest.is_file() else None,
-        )
-        compress_seconds = time.perf_counter() - compress_start - reporting_seconds
-        final = _record_result(config, context, run_id, (model, pruned), info, example_batch(data), workdir / "pruning")
+        with tracking.system_metrics(uri, run_id, config.tracking.system_metrics):
+            compress_start = time.perf_counter()
+            pruned, info = compress_network(
+                model,
+                data.train,
+                "crossentropy",
+                training_options(config.finetune, data, device, seed=config.seed),
+                **config.prune.engine_arguments(),
+                **config.finetune.engine_arguments(),
+                layer_names=layer_names,
+                pruning_checkpoint_path=workdir / "pruning",
+                verbosity_level="off",
+                plots="pruning-progress",
+                callbacks=[report],
+                resume_from=latest if latest.is_file() else None,
+            )
+            compress_seconds = time.perf_counter() - compress_start - reporting_seconds
+            example = example_batch(data)
+            final = _record_result(config, context, run_id, (model, pruned), info, example, workdir / "pruning")
         # compress_seconds: pruning and fine-tuning only (the per-iteration Tune/MLflow reporting excluded)
         timing = {"compress_seconds": compress_seconds, "trial_seconds": time.perf_counter() - trial_start}
         tracking.log_metrics(uri, run_id, timing)
         tracking.with_retries(MlflowClient(uri).set_terminated, run_id)
-        tune.report({**final, **timing})
+        tune.report({**_iteration_metrics(info.pruning_history.iloc[-1]), **final, **timing})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -185,8 +189,6 @@ def _record_result(
     )
     tracking.log_table(uri, run_id, comparison.reset_index(names="network"), "network_metrics.json")
     tracking.with_retries(client.log_artifact, run_id, str(pruning_folder / "pruning_progress.png"))
-    tracking.with_retries(client.set_tag, run_id, "stop_reason", info.stop_reason)
-    tracking.with_retries(client.set_tag, run_id, "pruned_layers", ",".join(info.pruned_layers))
     final = {
         "final_learnables": info.learnables,
         "final_reduction": info.reduction,
@@ -195,12 +197,19 @@ def _record_result(
         "final_latency_ms": comparison.loc["pruned", "latency_ms"],
         "pruning_iterations": info.pruning_iterations,
     }
+    broken = [key for key, amount in violations(final, config.sweep.constraints).items() if amount > 0]
+    tags = {"stop_reason": info.stop_reason, "pruned_layers": ",".join(info.pruned_layers)}
+    tags |= {"feasible": str(not broken).lower(), "broken_budgets": ",".join(broken)}
+    for key, value in tags.items():
+        tracking.with_retries(client.set_tag, run_id, key, value)
     model_id = None  # the final metrics go to the pruned model too: search_logged_models ranks a sweep's models
     if config.tracking.log_models:
         with tracking.with_retries(mlflow.start_run, run_id=run_id):
             model_id = tracking.log_model(pruned, example, "pruned_model")
-    tracking.log_metrics(uri, run_id, final, model_id)
-    return {**final, "stop_reason": info.stop_reason, "mlflow_run_id": run_id}
+    unpruned = {"unpruned_macs": comparison.loc["original", "macs"]}
+    unpruned["unpruned_latency_ms"] = comparison.loc["original", "latency_ms"]
+    tracking.log_metrics(uri, run_id, {**final, **unpruned}, model_id)
+    return {**final, "feasible": not broken, "stop_reason": info.stop_reason, "mlflow_run_id": run_id}
 
 
 def _final_accuracy(info) -> float:

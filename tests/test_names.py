@@ -11,7 +11,15 @@ from prune_core import TrainingOptions
 from prune_core.data import build_data
 from prune_core.pruning_settings import PruningSettings
 from sweeps.build import training_options
-from sweeps.names import RENAMED, current_name, engine_arguments, renamed_config, renamed_overrides
+from sweeps.names import (
+    ADDED_IN,
+    RENAMED,
+    current_name,
+    engine_arguments,
+    renamed_config,
+    renamed_overrides,
+    with_added_keys,
+)
 from sweeps.runner import run_sweep
 from sweeps.schema import SweepConfig
 
@@ -71,6 +79,18 @@ def test_old_names_in_a_config_are_renamed_and_an_old_key_set_wins_over_the_new_
     assert capsys.readouterr().err.count("is deprecated") == 2
     assert current_name("prune.importance_iterations") == "prune.num_importance_score_iterations"
     assert set(RENAMED.values()) <= {f"{g}.{k}" for g in ("prune", "finetune") for k in compose_config()[g]}
+
+
+def test_a_config_of_the_previous_release_gets_the_keys_added_since_with_their_defaults():
+    """A resumed sweep's saved config, or a user's sweep file without ``defaults: [base, _self_]``."""
+    cfg = compose_config("sweep=criteria")
+    old = json.loads(json.dumps(cfg))
+    for key in ("search", "objectives", "constraints", "space", "sampler", "num_samples", "scheduler"):
+        del old["sweep"][key]
+    del old["tracking"]["register_best"], old["tracking"]["system_metrics"]
+    assert set(ADDED_IN) == {"sweep", "tracking"}
+    assert with_added_keys(old) == cfg  # the file's own values (the criteria grid, 3 seeds) kept
+    assert SweepConfig.from_dict(old).sweep.search == "grid"
 
 
 def test_cli_accepts_an_old_name_and_prints_the_config_under_the_new_one(tmp_path):

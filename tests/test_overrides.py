@@ -112,6 +112,63 @@ def test_cli_exits_2_in_seconds_before_ray(argv, expected, tmp_path):
             ["-m", "sweep=increments", "prune.learnables_reduction_increment=0.05,0.1"],
             ["prune.learnables_reduction_increment=[0.05,0.1]"],
         ),
+        # search, budgets and early stopping (issue 20)
+        (
+            ["sweep=search", "prune.learnables_reduction_goal=0.5"],
+            ["samples prune.learnables_reduction_goal in every trial", "~sweep.space.prune.learnables_reduction_goal"],
+        ),
+        (
+            ["sweep=search", "sweep.space.prune.learnables_reduction_goal.type=normal"],
+            ["sweep.space.prune.learnables_reduction_goal=", "uniform, loguniform, int, choice"],
+        ),
+        (
+            ["sweep=search", "sweep.space.prune.learnables_reduction_goal.low=0.99"],
+            ["sweep.space.prune.learnables_reduction_goal: low=0.99, high=0.99", "low < high"],
+        ),
+        (
+            ["sweep=search", "sweep.space.prune.learnables_reduction_goal.high=1.5"],
+            ["sweep.space.prune.learnables_reduction_goal bound 1.5"],
+        ),
+        (
+            ["sweep=search", "+sweep.space.prune.learnables_reduction_increment.low=0.1"],
+            ["sweep.space.prune.learnables_reduction_increment: a choice entry takes values", "has low, type, values"],
+        ),
+        (
+            ["sweep=search", "+sweep.space.prune.nonexistent={type:uniform,low:0,high:1}"],
+            ["sweep.space.prune.nonexistent", "keys under prune:"],
+        ),
+        (
+            ["sweep=search", "+sweep.space.prune.layers={type:choice,values:[all,middle_convs]}"],
+            ["prune.layers", "middle_convs"],
+        ),
+        (["+sweep.objectives.top5_accuracy=max"], ["sweep.objectives.top5_accuracy is not a metric", "latency_ms"]),
+        (["sweep.objectives.learnables=smallest"], ["sweep.objectives.learnables='smallest'", "max or min"]),
+        (["+sweep.constraints.max_flops=1e6"], ["sweep.constraints.max_flops is not a budget", "max_macs"]),
+        (["+sweep.constraints.max_macs=-1"], ["sweep.constraints.max_macs=-1", "number >= 0"]),
+        (["sweep.scheduler=asha", "sweep.scheduler_metric=final_val_accuracy"], ["sweep.scheduler_metric", "val_loss"]),
+        (["sweep.scheduler=hyperband"], ["sweep.scheduler", "none, asha"]),
+        (["sweep.reduction_factor=1"], ["sweep.reduction_factor=1", ">= 2"]),
+        (["sweep.sampler=cmaes"], ["sweep.sampler", "tpe, nsga2"]),
+        (
+            ["+sweep.space.prune.criterion={type:choice,values:[l1]}"],
+            ["sweep.search=grid does not search", "sweep.search=optuna"],
+        ),
+        (["sweep.search=optuna"], ["sweep.search=optuna needs a search space", "sweep.space.prune."]),
+        (["sweep=search", "sweep.seeds=[0,1]"], ["sweep.seeds=[0, 1]", "single seed"]),
+        (["sweep=search", "+sweep.grid.prune.criterion=[l1]"], ["sweep.grid.prune.criterion", "not in sweep.space"]),
+        (
+            ["sweep=search", "+sweep.grid.prune.learnables_reduction_goal=[0.3]"],
+            ["sweep.grid.prune.learnables_reduction_goal value 0.3 is outside sweep.space"],
+        ),
+        (
+            ["sweep=search", "sweep.num_samples=2", "+sweep.grid.prune.learnables_reduction_increment=[0.1,0.2,0.3]"],
+            ["sweep.num_samples=2 is fewer than the 3 grid points"],
+        ),
+        (
+            ["sweep=search", "+sweep.grid.prune.learnables_reduction_goal=[0.6]"],
+            ["sweep.grid sets no value of prune.learnables_reduction_increment", "every space key"],
+        ),
+        (["tracking.system_metrics=sometimes"], ["tracking.system_metrics"]),
     ],
 )
 def test_command_line_mistakes_are_one_paragraph(argv, expected, monkeypatch, capsys):

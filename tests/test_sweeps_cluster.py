@@ -60,9 +60,18 @@ def test_sweep_joins_a_running_two_node_cluster(tmp_path, two_node_cluster):
     assert len(nodes) == 2  # one CPU per node, two concurrent trials: one trial on each node
 
 
-def test_resume_after_the_driver_was_killed_finishes_only_missing_trials(tmp_path):
-    args = [*TINY, "+sweep.grid.prune.learnables_reduction_increment=[0.1,0.2,0.3,0.4]", "ray.max_concurrent_trials=1"]
-    args += [f"output_dir={tmp_path}", "ray.num_cpus=1"]
+SEARCH_OF_FOUR = ["sweep=search", "sweep.num_samples=4", "sweep.space.prune.learnables_reduction_goal.high=0.6"]
+"""A search of 4 trials, none stopped early (no scheduler), each at most 60% fewer learnables: seconds each."""
+
+
+@pytest.mark.parametrize(
+    "sweep",
+    [["+sweep.grid.prune.learnables_reduction_increment=[0.1,0.2,0.3,0.4]"], SEARCH_OF_FOUR],
+    ids=["grid", "search"],
+)
+def test_resume_after_the_driver_was_killed_finishes_only_missing_trials(tmp_path, sweep):
+    """A search resumes with its searcher's state: 4 trials in all, not 4 more."""
+    args = [*TINY, *sweep, "ray.max_concurrent_trials=1", f"output_dir={tmp_path}", "ray.num_cpus=1"]
     driver = subprocess.Popen(
         [str(Path(sys.executable).with_name("prune-sweep")), *args],
         cwd=tmp_path,

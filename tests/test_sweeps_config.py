@@ -2,11 +2,12 @@
 
 import pytest
 
-from sweeps.config import ConfigError, validate_values, with_overrides
+from sweeps.config import ConfigError, with_overrides
 from sweeps.config import layer_names_for as resolve
 from sweeps.runner import validate
 from sweeps.schema import SweepConfig
 from sweeps.space import flatten, grid_points, trial_config
+from sweeps.sweep_checks import validate_values
 
 from .sweep_helpers import compose_config, prune_sweep, typed_config
 

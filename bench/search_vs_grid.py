@@ -1,0 +1,101 @@
+"""Multi-objective search against a grid, and ASHA against the same search without it (issue 20 targets).
+
+Per seed, three sweeps of the same number of trials over the same ranges, on MNIST-1D with one cached
+baseline: the grid (reduction goal x reduction increment), an Optuna TPE search over those ranges
+(objectives: max validation accuracy, min learnables), and that search with ASHA early stopping. Each
+sweep's front and its hypervolume (``sweeps.report.hypervolume``: the share of the box between the
+unpruned network and the ideal that the front dominates) come from the sweep itself; the wall time of
+each sweep is measured around ``run_sweep``.
+
+    python -m bench.search_vs_grid                      # 3 seeds x 16 trials: bench/results/search_vs_grid.json
+    python -m bench.search_vs_grid --seeds 1 --trials 4 --name search_vs_grid_smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+from bench.sweep_overhead import config
+from sweeps.runner import run_sweep
+
+GOALS = (0.5, 0.95)
+"""The reduction goals both arms cover: the grid spreads its points evenly over them, the search samples them."""
+INCREMENTS = (0.1, 0.2, 0.3, 0.4)
+COMMON = ["model=mnist1d_cnn", "data=mnist1d", "ray.max_concurrent_trials=2", "tracking.log_models=false"]
+
+
+def grid_overrides(trials: int) -> list[str]:
+    """A grid of ``trials`` points: ``trials / len(INCREMENTS)`` goals evenly over GOALS, times every increment."""
+    goals = max(1, trials // len(INCREMENTS))
+    values = [round(GOALS[0] + (GOALS[1] - GOALS[0]) * i / max(1, goals - 1), 4) for i in range(goals)]
+    increments = INCREMENTS[: trials // goals]
+    return [
+        "sweep=single",
+        f"+sweep.grid.prune.learnables_reduction_goal=[{','.join(map(str, values))}]",
+        f"+sweep.grid.prune.learnables_reduction_increment=[{','.join(map(str, increments))}]",
+    ]
+
+
+def search_overrides(trials: int, asha: bool) -> list[str]:
+    """The search over GOALS x INCREMENTS with ``trials`` samples (and ASHA when ``asha``)."""
+    space = "sweep.space.prune"
+    overrides = [
+        "sweep=search",
+        f"sweep.num_samples={trials}",
+        f"{space}.learnables_reduction_goal.low={GOALS[0]}",
+        f"{space}.learnables_reduction_goal.high={GOALS[1]}",
+        f"{space}.learnables_reduction_increment.values=[{','.join(map(str, INCREMENTS))}]",
+    ]
+    return overrides + (["sweep.scheduler=asha", "sweep.grace_period=2", "sweep.reduction_factor=2"] if asha else [])
+
+
+def run_arm(output_dir: Path, seed: int, arm: str, trials: int) -> dict:
+    """One sweep; its front, hypervolume, trial points and wall time."""
+    overrides = grid_overrides(trials) if arm == "grid" else search_overrides(trials, asha=arm == "search_asha")
+    cfg = config(output_dir, *COMMON, *overrides, f"sweep.seeds=[{seed}]", f"name={arm}_seed{seed}")
+    start = time.perf_counter()
+    outcome = run_sweep(cfg)
+    seconds = time.perf_counter() - start
+    points = outcome.table[["learnables", "val_accuracy"]].to_dict("records")
+    front = outcome.front[["learnables", "val_accuracy"]].to_dict("records")
+    return {
+        "seed": seed,
+        "arm": arm,
+        "hypervolume": outcome.hypervolume,
+        "seconds": seconds,
+        "finished": len(outcome.table),
+        "stopped": outcome.stopped_trials,
+        "failed": outcome.failed_trials,
+        "trials": points,
+        "front": front,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from bench.common import write_report
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=16, help="trials per sweep (a multiple of 4)")
+    parser.add_argument("--name", default="search_vs_grid")
+    args = parser.parse_args(argv)
+    ray.init(num_cpus=2, include_dashboard=False)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="search-vs-grid-") as folder:
+        for seed, arm in itertools.product(range(args.seeds), ("grid", "search", "search_asha")):
+            runs.append(run_arm(Path(folder), seed, arm, args.trials))
+            print(f"seed {seed} {arm}: hypervolume {runs[-1]['hypervolume']:.4f} in {runs[-1]['seconds']:.0f} s")
+    ray.shutdown()
+    results = {"trials_per_sweep": args.trials, "goals": GOALS, "increments": INCREMENTS, "runs": runs}
+    return write_report(args.name, torch.device("cpu"), results)
+
+
+if __name__ == "__main__":
+    main()
