@@ -8,7 +8,7 @@ unpruned network and the ideal that the front dominates) come from the sweep its
 each sweep is measured around ``run_sweep``.
 
     python -m bench.search_vs_grid                      # 3 seeds x 16 trials: bench/results/search_vs_grid.json
-    python -m bench.search_vs_grid --seeds 1 --trials 4 --name search_vs_grid_smoke
+    python -m bench.search_vs_grid --smoke              # 1 seed x 4 trials on 160 digits: search_vs_grid_smoke.json
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from sweeps.runner import run_sweep
 GOALS = (0.5, 0.95)
 """The reduction goals both arms cover: the grid spreads its points evenly over them, the search samples them."""
 INCREMENTS = (0.1, 0.2, 0.3, 0.4)
-COMMON = ["model=mnist1d_cnn", "data=mnist1d", "ray.max_concurrent_trials=2", "tracking.log_models=false"]
+COMMON = ["ray.max_concurrent_trials=2", "tracking.log_models=false"]
+TASK = ["model=mnist1d_cnn", "data=mnist1d"]
+SMOKE_TASK = ["+experiment=debug"]  # the tests' tiny preset: 160 digits, a 2-epoch baseline
 
 
 def grid_overrides(trials: int) -> list[str]:
@@ -56,10 +58,10 @@ def search_overrides(trials: int, asha: bool) -> list[str]:
     return overrides + (["sweep.scheduler=asha", "sweep.grace_period=2", "sweep.reduction_factor=2"] if asha else [])
 
 
-def run_arm(output_dir: Path, seed: int, arm: str, trials: int) -> dict:
+def run_arm(output_dir: Path, task: list[str], seed: int, arm: str, trials: int) -> dict:
     """One sweep; its front, hypervolume, trial points and wall time."""
     overrides = grid_overrides(trials) if arm == "grid" else search_overrides(trials, asha=arm == "search_asha")
-    cfg = config(output_dir, *COMMON, *overrides, f"sweep.seeds=[{seed}]", f"name={arm}_seed{seed}")
+    cfg = config(output_dir, *task, *COMMON, *overrides, f"sweep.seeds=[{seed}]", f"name={arm}_seed{seed}")
     start = time.perf_counter()
     outcome = run_sweep(cfg)
     seconds = time.perf_counter() - start
@@ -84,17 +86,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=16, help="trials per sweep (a multiple of 4)")
-    parser.add_argument("--name", default="search_vs_grid")
+    parser.add_argument("--name", default=None, help="report name (default search_vs_grid[_smoke])")
+    parser.add_argument("--smoke", action="store_true", help="1 seed, 4 trials per sweep, the tests' tiny digits")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.seeds, args.trials = 1, 4
+    task = SMOKE_TASK if args.smoke else TASK
     ray.init(num_cpus=2, include_dashboard=False)
     runs = []
     with tempfile.TemporaryDirectory(prefix="search-vs-grid-") as folder:
         for seed, arm in itertools.product(range(args.seeds), ("grid", "search", "search_asha")):
-            runs.append(run_arm(Path(folder), seed, arm, args.trials))
+            runs.append(run_arm(Path(folder), task, seed, arm, args.trials))
             print(f"seed {seed} {arm}: hypervolume {runs[-1]['hypervolume']:.4f} in {runs[-1]['seconds']:.0f} s")
     ray.shutdown()
     results = {"trials_per_sweep": args.trials, "goals": GOALS, "increments": INCREMENTS, "runs": runs}
-    return write_report(args.name, torch.device("cpu"), results)
+    name = args.name or ("search_vs_grid_smoke" if args.smoke else "search_vs_grid")
+    write_report(name, torch.device("cpu"), results)
+    return results
 
 
 if __name__ == "__main__":

@@ -185,8 +185,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "sweep.sampler": _choice(("tpe", "nsga2")),
     "sweep.num_samples": positive_int,
     "sweep.scheduler": _choice(("none", "asha")),
-    "sweep.scheduler_metric": _choice(ITERATION_METRICS),
-    "sweep.scheduler_mode": _choice(("max", "min")),
+    "sweep.scheduler_metric": _choice(tuple(ITERATION_METRICS)),
     "sweep.grace_period": positive_int,
     "sweep.reduction_factor": lambda key, value: _check_int_at_least(key, value, 2),
 }

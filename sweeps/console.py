@@ -217,6 +217,8 @@ def print_outcome(outcome: Any) -> None:
         console.print(trials.loc[outcome.front.index, columns].to_string(index=False), markup=False)
     if outcome.stopped_trials:
         console.print(f"{outcome.stopped_trials} trial(s) stopped early by ASHA (in MLflow, tagged stop_reason)")
+    if len(outcome.table) and not outcome.table["feasible"].any():
+        console.print("No trial met the budgets (sweep.constraints): no best model, nothing registered.")
     console.print(f"\nSweep folder: {outcome.folder}", markup=False)
     if outcome.best_model_file:
         console.print(f"Best pruned model: {outcome.best_model_file} (MLflow: {outcome.best_model_uri})", markup=False)

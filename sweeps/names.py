@@ -31,11 +31,15 @@ RENAMED = {
 }
 """Old dotted key -> its name since the keys follow the engine (deprecated; removed in the next release)."""
 
-ADDED_IN = {"sweep": "sweep/base.yaml", "tracking": "tracking/local.yaml"}
-"""Groups that gained keys since the previous release -> the config file holding their defaults."""
+ADDED_IN = {
+    "sweep/base.yaml": ("search", "objectives", "constraints", "space", "sampler", "num_samples", "scheduler")
+    + ("scheduler_metric", "grace_period", "reduction_factor"),
+    "tracking/local.yaml": ("register_best", "system_metrics"),
+}
+"""Keys added since the previous release, by the config file (``<group>/<option>.yaml``) holding their defaults."""
 
 SEARCHED = ("sweep.grid.", "sweep.space.")
-"""Where a key may also appear under a prefix (a grid axis)."""
+"""Where a key may also appear under a prefix (a grid axis, a search-space entry)."""
 
 
 def _config_dir() -> str:
@@ -51,14 +55,15 @@ CONFIG_DIR = _config_dir()
 
 
 def with_added_keys(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``cfg`` (plain, nested) with every key added since the previous release set to its default where missing
-    (a sweep resumed from that release, a user's sweep file without ``defaults: [base, _self_]``)."""
+    """``cfg`` (plain, nested) with each key added since the previous release (:data:`ADDED_IN`) set to its default
+    where missing (a sweep resumed from that release, a user's sweep file without ``defaults: [base, _self_]``)."""
     from omegaconf import OmegaConf
 
-    for group, file in ADDED_IN.items():
+    for file, keys in ADDED_IN.items():
+        group = file.partition("/")[0]
         if isinstance(cfg.get(group), dict):
-            defaults = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / file), resolve=False)
-            cfg[group] = {**{k: v for k, v in defaults.items() if k != "defaults"}, **cfg[group]}
+            defaults = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / file))
+            cfg[group] = {**{key: defaults[key] for key in keys}, **cfg[group]}
     return cfg
 
 

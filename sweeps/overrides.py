@@ -64,7 +64,7 @@ def check_command_line(argv: list[str], app: Callable[..., Any], config_path: st
         values = [o for o in overrides if not o.is_hydra_override() and o.key_or_group not in choices]
         _check_keys(values, dotted_keys(_plain(reference)))
         cfg = reference if len(selection) == len(composed) else _compose(hydra, name, composed)
-    _check_grid(_plain(cfg), values, choices.get("sweep"))
+    _check_swept(_plain(cfg), values, choices.get("sweep"))
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -161,31 +161,33 @@ def _check_keys(overrides: list[Override], known: set[str]) -> None:
             raise ConfigError(f"{line}: {key} is not in the config yet; add it with +{line}")
 
 
-def _check_grid(cfg: dict, overrides: list[Override], sweep: str | None) -> None:
+def _check_swept(cfg: dict, overrides: list[Override], sweep: str | None) -> None:
     """No value override of a key the sweep's grid or search space sets in every trial (it would be overwritten
     without a word)."""
     section = cfg.get("sweep") or {}
     grid, space = section.get("grid"), section.get("space")
-    axes = flatten(grid) if isinstance(grid, dict) else {}
-    searched = space_entries(space) if isinstance(space, dict) and section.get("search") == "optuna" else {}
+    swept = {
+        axis: f"the grid of sweep={sweep} sets {axis} in every trial (sweep.grid.{axis}={_syntax(values)})"
+        for axis, values in (flatten(grid) if isinstance(grid, dict) else {}).items()
+    }
+    if isinstance(space, dict) and section.get("search") == "optuna":
+        swept |= {
+            key: f"the search of sweep={sweep} samples {key} in every trial (sweep.space.{key})"
+            for key in space_entries(space)
+        }
     for override in overrides:
         key = override.key_or_group
         if key.split(".")[0] == "sweep":
             continue
-        for axis, values in axes.items():
+        for axis, why in swept.items():
             if axis == key or axis.startswith(f"{key}."):
-                raise ConfigError(
-                    f"{override.input_line} would be overwritten: the grid of sweep={sweep} sets {axis} in every trial "
-                    f"(sweep.grid.{axis}={_syntax(values)}); to run only this value use sweep=single (no grid), or "
-                    f"put the values into the grid: sweep.grid.{key}=[{override.get_value_string()}]"
+                fix = (
+                    f"to run only this value use sweep=single (no grid), or put the values into the grid: "
+                    f"sweep.grid.{key}=[{override.get_value_string()}]"
+                    if axis in flatten(grid or {})
+                    else f"remove it from the space (~sweep.space.{axis}), or narrow its entry instead"
                 )
-        for entry in searched:
-            if entry == key or entry.startswith(f"{key}."):
-                raise ConfigError(
-                    f"{override.input_line} would be overwritten: the search of sweep={sweep} samples {entry} in every "
-                    f"trial (sweep.space.{entry}); to fix it, remove it from the space (~sweep.space.{entry}), or "
-                    f"narrow the space instead, e.g. sweep.space.{entry}.low=... and .high=..."
-                )
+                raise ConfigError(f"{override.input_line} would be overwritten: {why}; {fix}")
 
 
 def _syntax(value: Any) -> str:

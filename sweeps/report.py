@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-ITERATION_METRICS = ("learnables", "reduction", "val_loss", "val_accuracy")
-"""What a trial reports after every pruning iteration (an early-stopping scheduler's choice)."""
+ITERATION_METRICS = {"learnables": "min", "reduction": "max", "val_loss": "min", "val_accuracy": "max"}
+"""What a trial reports after every pruning iteration (an early-stopping scheduler's choice), each with the
+direction that is better."""
 OBJECTIVE_METRICS = ("val_accuracy", "learnables", "reduction", "macs", "latency_ms")
 """What a finished trial reports as ``final_<metric>``: objectives, budgets and sort keys."""
 DEFAULT_OBJECTIVES = {"val_accuracy": "max", "learnables": "min"}

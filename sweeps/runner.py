@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -171,6 +173,23 @@ def _parent_run(config: SweepConfig, uri: str, experiment: str, sweep_id: str, b
     return run_id
 
 
+@contextmanager
+def _strict_metric_checking(strict: bool) -> Iterator[None]:
+    """Tune's check that every result has the searcher's metrics, off for a search (its objectives are final
+    metrics, absent from the per-iteration results ASHA reads), restored afterwards."""
+    name = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
+    before = os.environ.get(name)
+    if not strict:
+        os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def _run_trials(
     base: dict, config: SweepConfig, context: SweepContext, resources: dict[str, float], data: DataBundle
 ) -> SweepOutcome:
@@ -184,9 +203,9 @@ def _run_trials(
     trainable = tune.with_parameters(run_trial, base=base, context=context, data=data)
     trainable = tune.with_resources(trainable, trial_resources(config.ray, resources))
     tune_path = storage / TUNE_FOLDER
-    if config.sweep.search == "optuna":  # its objectives are final metrics, absent from the per-iteration results
-        os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     if tune.Tuner.can_restore(str(tune_path)):  # the searcher's and scheduler's state included
+        known = {trial.trial_id for trial in tune.ExperimentAnalysis(str(tune_path)).trials}
+        tracking.mark_orphans(context.tracking_uri, context.experiment_id, context.sweep_id, known)
         tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
     else:
         search = config.sweep.search == "optuna"
@@ -210,7 +229,8 @@ def _run_trials(
         )
     progress.start()
     try:
-        results = tuner.fit()
+        with _strict_metric_checking(config.sweep.search != "optuna"):
+            results = tuner.fit()
     finally:
         progress.stop()
     failed = sum(1 for result in results if result.error is not None)

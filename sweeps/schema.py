@@ -108,7 +108,6 @@ class SweepSection:
     num_samples: int
     scheduler: str
     scheduler_metric: str
-    scheduler_mode: str
     grace_period: int
     reduction_factor: int
 

@@ -14,7 +14,7 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from sweeps import tracking
-from sweeps.report import violations
+from sweeps.report import ITERATION_METRICS, violations
 from sweeps.schema import SweepContext, SweepSection
 from sweeps.space import search_start_points
 
@@ -25,8 +25,9 @@ ASHA_MAX_ITERATIONS = 1000
 
 
 class BudgetedOptunaSearch(OptunaSearch):
-    """OptunaSearch that sets each finished trial's budget violations as its Optuna constraints (> 0: broken)
-    before the sampler learns of it; a trial without final metrics (stopped, failed) breaks every budget."""
+    """OptunaSearch that sets each finished trial's budget violations, as shares of the budget, as its Optuna
+    constraints (> 0: broken) before the sampler learns of it; a trial without final metrics (stopped, failed)
+    counts as twice over every budget."""
 
     def __init__(self, constraints: dict[str, float], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -36,12 +37,20 @@ class BudgetedOptunaSearch(OptunaSearch):
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
         finished = result is not None and all(result.get(metric) is not None for metric in metrics)
         if self.constraints and trial_id in self._ot_trials and trial_id not in self._completed_trials:
-            amounts = violations(result, self.constraints) if finished else dict.fromkeys(self.constraints, 1.0)
-            for key, amount in amounts.items():
-                self._ot_trials[trial_id].set_constraint(key, amount)
+            for key, share in _budget_shares(result if finished else None, self.constraints).items():
+                self._ot_trials[trial_id].set_constraint(key, share)
         # without its final metrics (stopped early, failed) the trial is PRUNED (FAIL) for Optuna; OptunaSearch
         # would tell a multi-objective study [None, ...] as COMPLETE, which Optuna refuses, leaving it RUNNING
         super().on_trial_complete(trial_id, result if finished else None, error)
+
+
+def _budget_shares(result: dict | None, constraints: dict[str, float]) -> dict[str, float]:
+    """Each budget's violation as a share of the budget (so budgets in different units add up); 1.0 (twice over)
+    for a trial without final metrics; the plain violation for a budget of 0."""
+    if result is None:
+        return dict.fromkeys(constraints, 1.0)
+    amounts = violations(result, constraints)
+    return {key: amounts[key] / bound if bound > 0 else amounts[key] for key, bound in constraints.items()}
 
 
 def search_algorithm(sweep: SweepSection) -> BudgetedOptunaSearch | None:
@@ -51,8 +60,11 @@ def search_algorithm(sweep: SweepSection) -> BudgetedOptunaSearch | None:
         return None
     import optuna
 
-    samplers = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler}
-    sampler = samplers[sweep.sampler](seed=sweep.seeds[0])
+    startup = max(2, sweep.num_samples // 4)  # Optuna's defaults (10 TPE startup trials, a population of 50) would
+    if sweep.sampler == "tpe":  # leave a search of 16 trials or fewer random
+        sampler = optuna.samplers.TPESampler(seed=sweep.seeds[0], n_startup_trials=startup)
+    else:
+        sampler = optuna.samplers.NSGAIISampler(seed=sweep.seeds[0], population_size=startup)
     return BudgetedOptunaSearch(
         sweep.constraints,
         metric=[f"final_{name}" for name in sweep.objectives],
@@ -71,7 +83,7 @@ def trial_scheduler(sweep: SweepSection) -> Any:
     return ASHAScheduler(
         time_attr="pruning_iteration",
         metric=sweep.scheduler_metric,
-        mode=sweep.scheduler_mode,
+        mode=ITERATION_METRICS[sweep.scheduler_metric],
         grace_period=sweep.grace_period,
         reduction_factor=sweep.reduction_factor,
         max_t=ASHA_MAX_ITERATIONS,
@@ -92,10 +104,6 @@ def early_stop_recorder(context: SweepContext) -> Any:
                 {tracking.SWEEP_TAG: context.sweep_id, tracking.TRIAL_TAG: trial.trial_id},
             )
             if run_id is not None:
-                from mlflow import MlflowClient
-
-                client = MlflowClient(context.tracking_uri)
-                tracking.with_retries(client.set_tag, run_id, "stop_reason", STOPPED_EARLY)
-                tracking.with_retries(client.set_terminated, run_id, "KILLED")
+                tracking.close_run(context.tracking_uri, run_id, STOPPED_EARLY)
 
     return _EarlyStopRecorder()

@@ -18,6 +18,7 @@ from sweeps.search import STOPPED_EARLY
 from sweeps.space import SEED_KEY, space_entries
 
 BEST_MODEL_FILE = "best_pruned.pt2"
+LOST = "lost when the driver was killed; the resumed search did not suggest its values again"
 BEST_ALIAS = "best"
 """The alias ``tracking.register_best`` gives the registered version."""
 
@@ -75,6 +76,9 @@ def summarize(config: SweepConfig, context: SweepContext, failed: int) -> SweepO
         scales[metric] = float(pd.Series(values, dtype=float).median())  # NaN when none (an earlier release)
     volume = hypervolume(front, config.sweep.objectives, scales)
     stopped = sum(run.data.tags.get("stop_reason") == STOPPED_EARLY for run in runs)
+    for run in runs:  # lost by a killed driver and not created again by the resumed search: closed, not left RUNNING
+        if run.data.tags.get(tracking.ORPHAN_TAG) == "true" and run.info.status == "RUNNING":
+            tracking.close_run(uri, run.info.run_id, LOST)
     if len(table):
         table.to_csv(folder / "trials.csv", index=False)
         tracking.log_table(uri, parent, table, "trials.json")

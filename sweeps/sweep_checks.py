@@ -4,6 +4,7 @@ objectives, budgets and scheduler, before Ray or MLflow start. Each error is one
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from prune_core.checks import is_int
@@ -22,6 +23,7 @@ def validate_values(cfg: dict) -> None:
     if not isinstance(seeds, list) or not seeds or not all(is_int(s) for s in seeds):
         raise ConfigError(f"sweep.seeds={seeds!r} is not allowed; use a non-empty list of integers, e.g. [0, 1, 2].")
     _check_grid(cfg)
+    _check_register_best(cfg["tracking"])
     _check_objectives(cfg["sweep"]["objectives"])
     _check_constraints(cfg["sweep"]["constraints"])
     _check_space(cfg)
@@ -49,6 +51,22 @@ def _check_grid(cfg: dict) -> None:
         _check_swept_key(cfg, "sweep.grid", key)
         for value in values:
             check_value(f"sweep.grid.{key} value {value!r} (grid axis)", key, value)
+
+
+def _check_register_best(tracking: dict) -> None:
+    name = tracking["register_best"]
+    if name is None:
+        return
+    if not tracking["log_models"]:
+        raise ConfigError(
+            f"tracking.register_best={name!r} registers the best trial's logged model, but tracking.log_models=false "
+            "logs none; set tracking.log_models=true or tracking.register_best=null."
+        )
+    if not re.fullmatch(r"[\w.\- ]+", name):
+        raise ConfigError(
+            f"tracking.register_best={name!r} is not a registered-model name MLflow takes; use letters, digits, "
+            "spaces, '_', '-' and '.'."
+        )
 
 
 def _check_objectives(objectives: Any) -> None:
@@ -103,6 +121,11 @@ def _check_space(cfg: dict) -> None:
             "it); use a single seed, e.g. sweep.seeds=[0], and one search per seed."
         )
     for key, entry in entries.items():
+        parent, _, leaf = key.rpartition(".")
+        if leaf in ("low", "high", "values") and parent in dotted_keys(cfg):
+            raise ConfigError(
+                f"sweep.space.{parent} has no type; give it one: {{type: uniform|loguniform|int|choice, ...}}."
+            )
         _check_swept_key(cfg, "sweep.space", key)
         _check_entry(key, entry)
     _check_start_points(sweep, entries)
@@ -136,6 +159,15 @@ def _check_entry(key: str, entry: Any) -> None:
         raise ConfigError(f"{label}: low={low!r} is not allowed for a loguniform entry; use low > 0.")
     for bound in (low, high):
         check_value(f"{label} bound {bound!r}", key, bound)
+    if kind != "int":  # a sampled value is a float: the key must take one (not max_epochs, say)
+        inside = low + 0.37 * (high - low)
+        try:
+            check_value(label, key, inside)
+        except ConfigError:
+            raise ConfigError(
+                f"{label}: a {kind} entry samples floats such as {inside:.4g}, which {key} does not take; use "
+                "{type: int, low, high} or {type: choice, values: [...]}."
+            ) from None
 
 
 def _check_start_points(sweep: dict, entries: dict[str, Any]) -> None:
@@ -149,7 +181,12 @@ def _check_start_points(sweep: dict, entries: dict[str, Any]) -> None:
             )
         entry = entries[key]
         for value in values:
-            inside = value in entry["values"] if entry["type"] == "choice" else entry["low"] <= value <= entry["high"]
+            number = not isinstance(value, bool) and isinstance(value, int | float)
+            inside = (
+                value in entry["values"]
+                if entry["type"] == "choice"
+                else number and entry["low"] <= value <= entry["high"]
+            )
             if not inside:
                 raise ConfigError(f"sweep.grid.{key} value {value!r} is outside sweep.space.{key}={entry!r}.")
     points = math.prod(len(values) for values in flatten(sweep["grid"]).values()) if sweep["grid"] else 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -19,6 +21,10 @@ from sweeps.config import ConfigError
 
 T = TypeVar("T")
 SWEEP_TAG, TRIAL_TAG = "prune_sweep.sweep_id", "prune_sweep.trial_id"
+VALUES_TAG = "prune_sweep.values"
+"""A hash of a trial's swept values and seed: what a lost trial and its re-suggestion share."""
+ORPHAN_TAG = "prune_sweep.orphan"
+"""Set on a trial run that a killed driver lost (Tune's restored state has no such trial)."""
 EXPERIMENT_KIND = "mlflow.experimentKind"
 TRANSIENT_ERROR_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED", "REQUEST_LIMIT_EXCEEDED"}
 _retry = {"seconds": 120.0}
@@ -124,6 +130,36 @@ def find_run(uri: str, experiment: str, tags: dict[str, str]) -> str | None:
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
     runs = with_retries(MlflowClient(uri).search_runs, [experiment], filter_string=query, max_results=1)
     return runs[0].info.run_id if runs else None
+
+
+def close_run(uri: str, run_id: str, reason: str) -> None:
+    """End a trial run that will not finish: status KILLED, the tag ``stop_reason`` saying why."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    with_retries(client.set_tag, run_id, "stop_reason", reason)
+    with_retries(client.set_terminated, run_id, "KILLED")
+
+
+def values_key(params: dict[str, Any]) -> str:
+    """A short stable hash of a trial's values (its grid point or sampled values, and its seed)."""
+    text = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def mark_orphans(uri: str, experiment: str, sweep_id: str, known_trials: set[str]) -> int:
+    """Tag the unfinished trial runs of a resumed sweep that Tune's restored state does not know (a driver killed
+    between a trial's start and Tune's next experiment snapshot): the trial that Tune creates again with the same
+    values adopts the run. Returns how many were tagged."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    query = f"tags.`{SWEEP_TAG}` = '{sweep_id}' and attributes.status = 'RUNNING'"
+    runs = with_retries(client.search_runs, [experiment], filter_string=query, max_results=10_000)
+    lost = [run for run in runs if run.data.tags.get(TRIAL_TAG) not in known_trials | {None}]
+    for run in lost:
+        with_retries(client.set_tag, run.info.run_id, ORPHAN_TAG, "true")
+    return len(lost)
 
 
 def last_step(uri: str, run_id: str, key: str) -> int:

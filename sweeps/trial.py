@@ -26,12 +26,11 @@ from sweeps import tracking
 from sweeps.build import example_batch, make_model, training_options
 from sweeps.config import ConfigError, flatten, layer_names_for
 from sweeps.console import quiet_libraries
-from sweeps.report import ITERATION_METRICS as ITERATION_METRIC_NAMES
-from sweeps.report import violations
+from sweeps.report import ITERATION_METRICS, violations
 from sweeps.schema import FinetuneSection, RaySection, SweepConfig, SweepContext
 from sweeps.space import trial_config
 
-ITERATION_METRICS = {name: name for name in ITERATION_METRIC_NAMES}
+STEP_METRICS = {name: name for name in ITERATION_METRICS}
 """Pruning-history columns logged as MLflow step metrics (step = pruning iteration)."""
 TRIAL_CHECKPOINTS = "trial_checkpoints"
 """Folder of the sweep folder holding each unfinished trial's latest pruning checkpoint."""
@@ -78,7 +77,7 @@ def run_trial(params: dict[str, Any], base: dict, context: SweepContext, data: D
     model = make_model(config, data)
     model.load_state_dict(torch.load(context.baseline_path, map_location="cpu", weights_only=True))
     layer_names = layer_names_for(config, analyze_network(model, example_batch(data)).prunable_layer_names)
-    run_id = _trial_run(config, context, trial_id, tune.get_context().get_trial_name())
+    run_id = _trial_run(config, context, trial_id, tune.get_context().get_trial_name(), params)
     logged_iteration = tracking.last_step(uri, run_id, "learnables")
     logged_batch = tracking.last_step(uri, run_id, "train_loss")
     workdir = Path(tempfile.mkdtemp(prefix=f"prune-trial-{trial_id}-"))
@@ -90,7 +89,7 @@ def run_trial(params: dict[str, Any], base: dict, context: SweepContext, data: D
     def report(result: IterationResult) -> None:
         nonlocal reporting_seconds
         start, row = time.perf_counter(), result.row
-        tracking.log_steps(uri, run_id, [row], "iteration", ITERATION_METRICS, logged_iteration)
+        tracking.log_steps(uri, run_id, [row], "iteration", STEP_METRICS, logged_iteration)
         tracking.log_steps(uri, run_id, result.training_rows, "iteration", {"loss": "train_loss"}, logged_batch)
         if result.checkpoint is not None:
             latest.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +127,7 @@ def run_trial(params: dict[str, Any], base: dict, context: SweepContext, data: D
 
 
 def _iteration_metrics(row: dict) -> dict[str, float]:
-    return {"pruning_iteration": row["iteration"], **{name: row[col] for col, name in ITERATION_METRICS.items()}}
+    return {"pruning_iteration": row["iteration"], **{name: row[col] for col, name in STEP_METRICS.items()}}
 
 
 def trial_checkpoint(context: SweepContext, trial_id: str) -> Path:
@@ -136,14 +135,18 @@ def trial_checkpoint(context: SweepContext, trial_id: str) -> Path:
     return Path(context.folder) / TRIAL_CHECKPOINTS / f"{trial_id}.pt"
 
 
-def _trial_run(config: SweepConfig, context: SweepContext, trial_id: str, trial_name: str) -> str:
-    """This trial's MLflow child run: found by its tags when the trial restarts, else created."""
+def _trial_run(
+    config: SweepConfig, context: SweepContext, trial_id: str, trial_name: str, params: dict[str, Any]
+) -> str:
+    """This trial's MLflow child run: found by its tags when the trial restarts, or the orphaned run of a trial
+    with the same values that a killed driver lost (a resumed search suggests it again), else created."""
     import ray
     from mlflow import MlflowClient
 
     uri, experiment = context.tracking_uri, context.experiment_id
     tags = {tracking.SWEEP_TAG: context.sweep_id, tracking.TRIAL_TAG: trial_id}
-    existing = tracking.find_run(uri, experiment, tags)
+    values = tracking.values_key(params)
+    existing = tracking.find_run(uri, experiment, tags) or _adopt_orphan(context, trial_id, values)
     if existing is not None:
         return existing
     client = MlflowClient(uri)
@@ -156,13 +159,33 @@ def _trial_run(config: SweepConfig, context: SweepContext, trial_id: str, trial_
         client.create_run,
         experiment,
         run_name=trial_name,
-        tags={**tags, **node, "mlflow.parentRunId": context.parent_run_id, "prune_sweep.role": "trial"},
+        tags={**tags, **node, tracking.VALUES_TAG: values, "mlflow.parentRunId": context.parent_run_id}
+        | {"prune_sweep.role": "trial"},
     )
     run_id = run.info.run_id
     tracking.log_params(uri, run_id, flatten(config.to_dict()))
     baseline = {"iteration": 0, "learnables": context.baseline_learnables, "reduction": 0.0}
     baseline |= {f"val_{k}": v for k, v in context.baseline_metrics.items()}
-    tracking.log_steps(uri, run_id, [baseline], "iteration", ITERATION_METRICS, after=-1)
+    tracking.log_steps(uri, run_id, [baseline], "iteration", STEP_METRICS, after=-1)
+    return run_id
+
+
+def _adopt_orphan(context: SweepContext, trial_id: str, values: str) -> str | None:
+    """The orphaned run (see :func:`sweeps.tracking.mark_orphans`) of this sweep with these trial values, now
+    this trial's, with its pruning checkpoint; None when there is none."""
+    from mlflow import MlflowClient
+
+    orphan_tags = {tracking.SWEEP_TAG: context.sweep_id, tracking.ORPHAN_TAG: "true", tracking.VALUES_TAG: values}
+    run_id = tracking.find_run(context.tracking_uri, context.experiment_id, orphan_tags)
+    if run_id is None:
+        return None
+    client = MlflowClient(context.tracking_uri)
+    lost_trial = tracking.with_retries(client.get_run, run_id).data.tags[tracking.TRIAL_TAG]
+    tracking.with_retries(client.set_tag, run_id, tracking.TRIAL_TAG, trial_id)
+    tracking.with_retries(client.delete_tag, run_id, tracking.ORPHAN_TAG)
+    checkpoint = trial_checkpoint(context, lost_trial)
+    if checkpoint.is_file():
+        checkpoint.replace(trial_checkpoint(context, trial_id))
     return run_id
 
 

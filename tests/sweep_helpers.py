@@ -94,3 +94,31 @@ def trial_runs(uri: str, experiment: str = "digits_default") -> list:
     if found is None:
         return []
     return client.search_runs([found.experiment_id], filter_string="tags.`prune_sweep.role` = 'trial'")
+
+
+SLOW_TRIAL = [  # one trial of about six pruning iterations, about two seconds each
+    *TINY,
+    "data.max_train_samples=1000",
+    "finetune.max_epochs=8",
+    "prune.learnables_reduction_goal=0.6",
+    "prune.learnables_reduction_increment=0.1",
+]
+
+
+def start_sweep(*args: str, cwd: Path) -> subprocess.Popen:
+    log = open(cwd / "driver.log", "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("prune-sweep")), *args],
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_for(condition, driver: subprocess.Popen, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert driver.poll() is None, f"the driver exited before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.2)

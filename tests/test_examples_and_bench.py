@@ -172,3 +172,15 @@ def test_baseline_key_is_the_same_when_the_task_module_runs_as_main(monkeypatch,
     spec = types.SimpleNamespace(name="bench.cifar10")
     monkeypatch.setitem(sys.modules, main, types.SimpleNamespace(__spec__=spec))
     assert pruning._builder_key(splits) == pruning._builder_key(cifar10.splits)
+
+
+def test_search_vs_grid_benchmark_smoke():
+    from bench import search_vs_grid
+
+    results = search_vs_grid.main(["--smoke"])
+    arms = {run["arm"]: run for run in results["runs"]}
+    assert set(arms) == {"grid", "search", "search_asha"}
+    for run in arms.values():
+        assert run["failed"] == 0 and run["finished"] + run["stopped"] == 4
+        assert 0 <= run["hypervolume"] <= 1 and len(run["front"]) <= run["finished"]
+    assert arms["grid"]["stopped"] == 0 and arms["search"]["stopped"] == 0

@@ -146,6 +146,7 @@ def test_cli_exits_2_in_seconds_before_ray(argv, expected, tmp_path):
         (["+sweep.constraints.max_flops=1e6"], ["sweep.constraints.max_flops is not a budget", "max_macs"]),
         (["+sweep.constraints.max_macs=-1"], ["sweep.constraints.max_macs=-1", "number >= 0"]),
         (["sweep.scheduler=asha", "sweep.scheduler_metric=final_val_accuracy"], ["sweep.scheduler_metric", "val_loss"]),
+        (["sweep.scheduler_mode=min"], ["sweep.scheduler_mode", "did you mean sweep.scheduler_metric"]),
         (["sweep.scheduler=hyperband"], ["sweep.scheduler", "none, asha"]),
         (["sweep.reduction_factor=1"], ["sweep.reduction_factor=1", ">= 2"]),
         (["sweep.sampler=cmaes"], ["sweep.sampler", "tpe, nsga2"]),
@@ -169,6 +170,27 @@ def test_cli_exits_2_in_seconds_before_ray(argv, expected, tmp_path):
             ["sweep.grid sets no value of prune.learnables_reduction_increment", "every space key"],
         ),
         (["tracking.system_metrics=sometimes"], ["tracking.system_metrics"]),
+        (
+            ["tracking.register_best=best", "tracking.log_models=false"],
+            ["tracking.register_best='best'", "tracking.log_models=true"],
+        ),
+        (["tracking.register_best=a/b"], ["tracking.register_best='a/b'", "letters, digits"]),
+        (
+            ["sweep=search", "+sweep.space.finetune.max_epochs={type:uniform,low:1,high:3}"],
+            ["sweep.space.finetune.max_epochs: a uniform entry samples floats", "type: int"],
+        ),
+        (
+            ["sweep=search", "+sweep.space.finetune.max_epochs={low:1,high:3}"],
+            ["sweep.space.finetune.max_epochs has no type"],
+        ),
+        (
+            [
+                "sweep=search",
+                "+sweep.space.prune.num_importance_score_iterations={type:int,low:1,high:3}",
+                "+sweep.grid.prune.num_importance_score_iterations=[auto]",
+            ],
+            ["sweep.grid.prune.num_importance_score_iterations value 'auto' is outside"],
+        ),
     ],
 )
 def test_command_line_mistakes_are_one_paragraph(argv, expected, monkeypatch, capsys):

@@ -5,7 +5,6 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,41 +19,17 @@ from prune_core.models import DigitsCNN
 from sweeps.trial import TRIAL_CHECKPOINTS
 
 from .sweep_helpers import (
+    SLOW_TRIAL,
     TINY,
     free_port,
     iteration_steps,
     prune_sweep,
     start_mlflow_server,
+    start_sweep,
     stop_mlflow_server,
     trial_runs,
+    wait_for,
 )
-
-SLOW_TRIAL = [  # one trial of about six pruning iterations, about two seconds each
-    *TINY,
-    "data.max_train_samples=1000",
-    "finetune.max_epochs=8",
-    "prune.learnables_reduction_goal=0.6",
-    "prune.learnables_reduction_increment=0.1",
-]
-
-
-def _start_sweep(*args: str, cwd: Path) -> subprocess.Popen:
-    log = open(cwd / "driver.log", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        [str(Path(sys.executable).with_name("prune-sweep")), *args],
-        cwd=cwd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _wait_for(condition, driver: subprocess.Popen, what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert driver.poll() is None, f"the driver exited before {what}"
-        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
-        time.sleep(0.2)
 
 
 def _assert_one_continuous_run(uri: str) -> dict:
@@ -87,9 +62,9 @@ def _trial_checkpoints(tmp_path: Path) -> list[Path]:
 
 
 def test_killed_trial_resumes_from_its_last_checkpoint_in_the_same_run(tmp_path):
-    driver = _start_sweep(*SLOW_TRIAL, "ray.max_failures=2", f"output_dir={tmp_path}", cwd=tmp_path)
+    driver = start_sweep(*SLOW_TRIAL, "ray.max_failures=2", f"output_dir={tmp_path}", cwd=tmp_path)
     # an iteration is reported to Tune after its checkpoint replaced the trial's last one
-    _wait_for(lambda: len(_reported_so_far(tmp_path)) >= 2, driver, "second reported pruning iteration")
+    wait_for(lambda: len(_reported_so_far(tmp_path)) >= 2, driver, "second reported pruning iteration")
     workers = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout.split()
     assert len(workers) == 1, workers
     killed_after = _reported_so_far(tmp_path)[-1]
@@ -110,7 +85,7 @@ def test_mlflow_server_going_away_fails_the_trial_in_bounded_time_and_resume_fin
     server = start_mlflow_server(tmp_path, port)
     uri = f"http://127.0.0.1:{port}"
     args = [*SLOW_TRIAL, "tracking=server", f"tracking.uri={uri}", "tracking.retry_seconds=5", "ray.max_failures=1"]
-    driver = _start_sweep(*args, f"output_dir={tmp_path}", cwd=tmp_path)
+    driver = start_sweep(*args, f"output_dir={tmp_path}", cwd=tmp_path)
     try:
         client = MlflowClient(uri)
 
@@ -121,7 +96,7 @@ def test_mlflow_server_going_away_fails_the_trial_in_bounded_time_and_resume_fin
             except MlflowException:  # this poll's request dropped by a loaded server: poll again
                 return 0
 
-        _wait_for(lambda: iterations_logged() >= 3, driver, "two logged pruning iterations")
+        wait_for(lambda: iterations_logged() >= 3, driver, "two logged pruning iterations")
     finally:
         stop_mlflow_server(server)
     went_away = time.monotonic()

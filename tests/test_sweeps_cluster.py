@@ -10,13 +10,24 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import ray
 from mlflow import MlflowClient
 
 from sweeps.runner import run_sweep
 
-from .sweep_helpers import TINY, compose_config, free_port, prune_sweep, trial_runs
+from .sweep_helpers import (
+    SLOW_TRIAL,
+    TINY,
+    compose_config,
+    free_port,
+    iteration_steps,
+    prune_sweep,
+    start_sweep,
+    trial_runs,
+    wait_for,
+)
 
 RAY = str(Path(sys.executable).with_name("ray"))
 TWO_TRIALS = "+sweep.grid.prune.learnables_reduction_increment=[0.2,0.4]"
@@ -113,3 +124,58 @@ def test_a_stale_cluster_address_left_by_ray_start_does_not_stop_a_local_sweep(t
         assert result.returncode == 0, result.stderr[-3000:]
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _raylets() -> set[int]:
+    """The raylet processes (one per Ray node) on this machine."""
+    return {p.pid for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].endswith("/raylet")}
+
+
+def test_a_worker_node_lost_mid_trial_costs_one_iteration_not_a_run(tmp_path):
+    """Two trials on a two-node cluster, one CPU each; the second node (raylet and workers) is SIGKILLed after both
+    trials logged two pruning iterations. The trial it ran restarts on the head node from its last checkpoint in
+    the shared sweep folder: two runs, continuous steps, every mini-batch once."""
+    port = free_port()
+    subprocess.run(
+        [RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    try:
+        head_raylets = _raylets()
+        worker = subprocess.run(
+            [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1"], capture_output=True, text=True, timeout=120
+        )
+        assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]
+        (worker_raylet,) = _raylets() - head_raylets
+        args = [*SLOW_TRIAL, "sweep.seeds=[0,1]", "ray.max_failures=2"]  # two trials
+        driver = start_sweep(*args, f"ray.address=127.0.0.1:{port}", f"output_dir={tmp_path}", cwd=tmp_path)
+        uri = f"sqlite:///{tmp_path}/mlflow.db"
+
+        def both_at_iteration_two() -> bool:
+            runs = trial_runs(uri) if (tmp_path / "mlflow.db").exists() else []
+            client = MlflowClient(uri)
+            steps = [len(client.get_metric_history(r.info.run_id, "learnables")) for r in runs]
+            return len(runs) == 2 and min(steps) >= 3  # step 0 (unpruned) and two pruning iterations
+
+        wait_for(both_at_iteration_two, driver, "two iterations in both trials")
+        node = psutil.Process(worker_raylet)
+        doomed = [node, *node.children(recursive=True)]
+        killed_at = time.monotonic()
+        for process in doomed:
+            process.kill()
+        assert driver.wait(timeout=600) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+        print(f"node lost: the sweep finished {time.monotonic() - killed_at:.1f} s after the kill")
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+    runs, client = trial_runs(uri), MlflowClient(uri)
+    assert len(runs) == 2 and len({r.data.tags["prune_sweep.trial_id"] for r in runs}) == 2
+    restarted = {p.parent.name.split("_")[-2] for p in tmp_path.glob("digits_default/*/ray/tune/*/error.txt")}
+    assert len(restarted) == 1, restarted  # the trial of the lost node failed once and was restarted
+    for run in runs:
+        assert run.info.status == "FINISHED" and "final_learnables" in run.data.metrics
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "learnables")]
+        assert steps == iteration_steps(run)  # no iteration lost or logged twice
+        batches = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+        assert batches == list(range(1, len(batches) + 1))  # every mini-batch once

@@ -2,6 +2,7 @@
 ASHA's stopped trials in MLflow, and a search sweep end to end on a local Ray."""
 
 import math
+import os
 
 import mlflow
 import pandas as pd
@@ -67,7 +68,8 @@ def test_searcher_marks_trials_over_budget_infeasible_for_optuna():
     searcher.on_trial_complete("b", {"final_val_accuracy": 95.0, "final_learnables": 1200})
     searcher.on_trial_complete("c", {"pruning_iteration": 2, "val_accuracy": 50.0})  # stopped early: no final values
     trials = searcher._ot_study.get_trials(deepcopy=False)
-    assert [t.constraints for t in trials] == [{"max_learnables": -200}, {"max_learnables": 200}, {"max_learnables": 1}]
+    # shares of the budget, so budgets in different units add up; no final values: twice over every budget
+    assert [t.constraints for t in trials] == [{"max_learnables": -0.2}, {"max_learnables": 0.2}, {"max_learnables": 1}]
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
     assert trials[0].values == [90.0, 800]
 
@@ -91,6 +93,20 @@ def test_a_trial_stopped_by_the_scheduler_keeps_its_run_tagged(tmp_path):
     stopped, finished = client.get_run(run_id), client.get_run(finished_id)
     assert stopped.data.tags["stop_reason"] == STOPPED_EARLY and stopped.info.status == "KILLED"
     assert "stop_reason" not in finished.data.tags and finished.info.status == "RUNNING"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def system_metrics_every_second():
+    """MLflow samples system metrics every 10 s; these trials take about that long. Set before the module's Ray
+    starts, so its workers inherit it."""
+    name = "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"
+    before = os.environ.get(name)
+    os.environ[name] = "1"
+    yield
+    if before is None:
+        del os.environ[name]
+    else:
+        os.environ[name] = before
 
 
 def test_search_sweep_with_budget_asha_registry_and_system_metrics(tmp_path, local_ray):
@@ -118,8 +134,11 @@ def test_search_sweep_with_budget_asha_registry_and_system_metrics(tmp_path, loc
     assert len(runs) == 4 and len(finished) + len(stopped) == 4 and outcome.failed_trials == 0
     assert outcome.stopped_trials == len(stopped) and all(r.info.status == "KILLED" for r in stopped)
     assert len(outcome.table) == len(finished) and not set(outcome.table["run_id"]) & {r.info.run_id for r in stopped}
-    first = min(runs, key=lambda r: r.info.start_time)
-    assert first.data.params["prune.learnables_reduction_goal"] == "0.6"  # the grid point started the search
+    values = {
+        (r.data.params["prune.learnables_reduction_goal"], r.data.params["prune.learnables_reduction_increment"])
+        for r in runs
+    }
+    assert ("0.6", "0.2") in values  # the grid's point was evaluated
     goals = {float(r.data.params["prune.learnables_reduction_goal"]) for r in runs}
     assert len(goals) > 1 and all(0.5 <= goal <= 0.99 for goal in goals)
     for run in finished:
@@ -143,3 +162,35 @@ def test_search_sweep_with_budget_asha_registry_and_system_metrics(tmp_path, loc
     else:
         assert outcome.best_model_uri is None and not client.search_registered_models()
     assert math.isfinite(outcome.hypervolume)
+
+
+def test_a_run_lost_by_a_killed_driver_is_adopted_by_the_trial_created_again(tmp_path):
+    """Tune snapshots its experiment state every 10 s or more: a driver killed after a trial started but before the
+    next snapshot loses that trial, and the resumed search suggests the same values again under a new trial id."""
+    from sweeps.trial import _adopt_orphan, trial_checkpoint
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment = tracking.experiment_id(uri, "resumed", tmp_path / "artifacts")
+    client = MlflowClient(uri)
+    values = tracking.values_key({"prune.learnables_reduction_goal": 0.7, "seed": 0})
+    base = {tracking.SWEEP_TAG: "s1", tracking.VALUES_TAG: values}
+    known = client.create_run(experiment, tags={**base, tracking.TRIAL_TAG: "known"}).info.run_id
+    lost = client.create_run(experiment, tags={**base, tracking.TRIAL_TAG: "lost"}).info.run_id
+    client.set_terminated(client.create_run(experiment, tags={**base, tracking.TRIAL_TAG: "done"}).info.run_id)
+    context = SweepContext("s1", str(tmp_path), uri, experiment, "parent", "", {"accuracy": 0.0}, 1)
+    trial_checkpoint(context, "lost").parent.mkdir()
+    trial_checkpoint(context, "lost").write_bytes(b"iteration 3")
+
+    assert tracking.mark_orphans(uri, experiment, "s1", known_trials={"known", "done"}) == 1
+    assert (
+        _adopt_orphan(context, "new", tracking.values_key({"seed": 0, "prune.learnables_reduction_goal": 0.9})) is None
+    )
+    assert _adopt_orphan(context, "new", values) == lost
+    adopted = client.get_run(lost).data.tags
+    assert adopted[tracking.TRIAL_TAG] == "new" and tracking.ORPHAN_TAG not in adopted
+    assert (
+        trial_checkpoint(context, "new").read_bytes() == b"iteration 3"
+        and not trial_checkpoint(context, "lost").exists()
+    )
+    assert _adopt_orphan(context, "another", values) is None  # adopted once
+    assert tracking.ORPHAN_TAG not in client.get_run(known).data.tags
