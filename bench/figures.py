@@ -231,7 +231,12 @@ def coverage_figure(report: dict) -> Figure:
     return fig
 
 
-ARM_STYLES = {"grid": ("tab:gray", "s"), "search": ("tab:blue", "o"), "search_asha": ("tab:orange", "^")}
+ARM_STYLES = {
+    "grid": ("tab:gray", "s"),
+    "search": ("tab:blue", "o"),
+    "search_asha": ("tab:orange", "^"),
+    "search_seeded": ("tab:green", "D"),
+}
 
 
 def search_figure(report: dict) -> Figure:

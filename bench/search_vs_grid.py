@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import ray
 import torch
 
+from bench.reports import RESULTS
 from bench.sweep_overhead import config
 from sweeps.runner import run_sweep
 
@@ -45,8 +47,13 @@ def grid_overrides(trials: int) -> list[str]:
     ]
 
 
-def search_overrides(trials: int, asha: bool) -> list[str]:
-    """The search over GOALS x INCREMENTS with ``trials`` samples (and ASHA when ``asha``)."""
+ARMS = ("grid", "search", "search_asha", "search_seeded")
+"""The sweeps run per seed: the grid, the search, the search with ASHA, and the search started from the two
+extreme goals (at the middle increment) before it samples."""
+
+
+def search_overrides(trials: int, arm: str) -> list[str]:
+    """The search over GOALS x INCREMENTS with ``trials`` samples (with ASHA, or seeded, per ``arm``)."""
     space = "sweep.space.prune"
     overrides = [
         "sweep=search",
@@ -55,12 +62,19 @@ def search_overrides(trials: int, asha: bool) -> list[str]:
         f"{space}.learnables_reduction_goal.high={GOALS[1]}",
         f"{space}.learnables_reduction_increment.values=[{','.join(map(str, INCREMENTS))}]",
     ]
-    return overrides + (["sweep.scheduler=asha", "sweep.grace_period=2", "sweep.reduction_factor=2"] if asha else [])
+    if arm == "search_asha":
+        overrides += ["sweep.scheduler=asha", "sweep.grace_period=2", "sweep.reduction_factor=2"]
+    if arm == "search_seeded":
+        overrides += [
+            f"+sweep.grid.prune.learnables_reduction_goal=[{GOALS[0]},{GOALS[1]}]",
+            f"+sweep.grid.prune.learnables_reduction_increment=[{INCREMENTS[len(INCREMENTS) // 2 - 1]}]",
+        ]
+    return overrides
 
 
 def run_arm(output_dir: Path, task: list[str], seed: int, arm: str, trials: int) -> dict:
     """One sweep; its front, hypervolume, trial points and wall time."""
-    overrides = grid_overrides(trials) if arm == "grid" else search_overrides(trials, asha=arm == "search_asha")
+    overrides = grid_overrides(trials) if arm == "grid" else search_overrides(trials, arm)
     cfg = config(output_dir, *task, *COMMON, *overrides, f"sweep.seeds=[{seed}]", f"name={arm}_seed{seed}")
     start = time.perf_counter()
     outcome = run_sweep(cfg)
@@ -88,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trials", type=int, default=16, help="trials per sweep (a multiple of 4)")
     parser.add_argument("--name", default=None, help="report name (default search_vs_grid[_smoke])")
     parser.add_argument("--smoke", action="store_true", help="1 seed, 4 trials per sweep, the tests' tiny digits")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--merge", action="store_true", help="keep the report's runs of the other arms")
     args = parser.parse_args(argv)
     if args.smoke:
         args.seeds, args.trials = 1, 4
@@ -95,12 +111,15 @@ def main(argv: list[str] | None = None) -> dict:
     ray.init(num_cpus=2, include_dashboard=False)
     runs = []
     with tempfile.TemporaryDirectory(prefix="search-vs-grid-") as folder:
-        for seed, arm in itertools.product(range(args.seeds), ("grid", "search", "search_asha")):
+        for seed, arm in itertools.product(range(args.seeds), args.arms):
             runs.append(run_arm(Path(folder), task, seed, arm, args.trials))
             print(f"seed {seed} {arm}: hypervolume {runs[-1]['hypervolume']:.4f} in {runs[-1]['seconds']:.0f} s")
     ray.shutdown()
     results = {"trials_per_sweep": args.trials, "goals": GOALS, "increments": INCREMENTS, "runs": runs}
     name = args.name or ("search_vs_grid_smoke" if args.smoke else "search_vs_grid")
+    if args.merge and (RESULTS / f"{name}.json").is_file():
+        earlier = json.loads((RESULTS / f"{name}.json").read_text())["results"]["runs"]
+        results["runs"] = [run for run in earlier if run["arm"] not in args.arms] + runs
     write_report(name, torch.device("cpu"), results)
     return results
 

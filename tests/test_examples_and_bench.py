@@ -179,8 +179,8 @@ def test_search_vs_grid_benchmark_smoke():
 
     results = search_vs_grid.main(["--smoke"])
     arms = {run["arm"]: run for run in results["runs"]}
-    assert set(arms) == {"grid", "search", "search_asha"}
+    assert set(arms) == {"grid", "search", "search_asha", "search_seeded"}
     for run in arms.values():
-        assert run["failed"] == 0 and run["finished"] + run["stopped"] == 4
+        assert run["failed"] == 0 and run["finished"] + run["stopped"] == 4, run
         assert 0 <= run["hypervolume"] <= 1 and len(run["front"]) <= run["finished"]
     assert arms["grid"]["stopped"] == 0 and arms["search"]["stopped"] == 0

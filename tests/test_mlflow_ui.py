@@ -6,6 +6,7 @@ Slow (a sweep, a server and a browser): ``pytest --runslow tests/test_mlflow_ui.
 ``test-artifacts/mlflow_ui/``.
 """
 
+import re
 import shutil
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def _check_runs_table(page, url: str, outcome, runs: list) -> None:
     page.get_by_role("button", name="Columns").click()
     for column in COLUMNS:
         page.get_by_placeholder("Search columns").fill(column)
-        page.get_by_text(column, exact=True).last.click()
+        exactly = re.compile(f"^{re.escape(column)}$")  # a longer name holds the search text in a <strong> too
+        page.get_by_role("dialog").locator("span").filter(has_text=exactly).first.click()
     page.keyboard.press("Escape")
     parent.locator("xpath=ancestor::div[@role='gridcell']").locator("button").first.click()  # show the trials
     for run in runs:  # ag-grid renders a row in several containers (pinned and scrolled columns)
