@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -49,21 +50,43 @@ def test_logical_gpus_bound_concurrency_and_cpu_fallback_only_when_configured(tm
         ray.shutdown()
 
 
+NO_TOKEN = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+"""`ray start --head` turns Ray's token authentication on when ~/.ray/auth_token exists (Ray 2.60), and a second
+`ray start --address` on the same machine then fails to authenticate: these local test clusters go without."""
+
+
+@dataclass(frozen=True)
+class TwoNodes:
+    address: str
+    second_raylet: int
+    """The process id of the second node's raylet."""
+
+
+def _raylets() -> set[int]:
+    """The raylet processes (one per Ray node) on this machine."""
+    return {p.pid for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].endswith("/raylet")}
+
+
 @pytest.fixture
 def two_node_cluster(tmp_path):
+    """A head and a second node, one CPU each, on 127.0.0.1 (started with `ray start`, stopped after)."""
     port = free_port()
     head = [RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"]
-    subprocess.run(head, check=True, capture_output=True, timeout=120)
+    subprocess.run(head, check=True, capture_output=True, timeout=120, env=NO_TOKEN)
     try:
+        before = _raylets()
         worker = [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1"]
-        subprocess.run(worker, check=True, capture_output=True, timeout=120)
-        yield f"127.0.0.1:{port}"
+        joined = subprocess.run(worker, capture_output=True, text=True, timeout=120, env=NO_TOKEN)
+        assert joined.returncode == 0, joined.stdout[-2000:] + joined.stderr[-2000:]
+        (second,) = _raylets() - before
+        yield TwoNodes(f"127.0.0.1:{port}", second)
     finally:
         subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
 
 
 def test_sweep_joins_a_running_two_node_cluster(tmp_path, two_node_cluster):
-    result = prune_sweep(*TINY, TWO_TRIALS, f"output_dir={tmp_path}", f"ray.address={two_node_cluster}", cwd=tmp_path)
+    address = two_node_cluster.address
+    result = prune_sweep(*TINY, TWO_TRIALS, f"output_dir={tmp_path}", f"ray.address={address}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" and "final_learnables" in r.data.metrics for r in runs)
@@ -126,49 +149,27 @@ def test_a_stale_cluster_address_left_by_ray_start_does_not_stop_a_local_sweep(t
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def _raylets() -> set[int]:
-    """The raylet processes (one per Ray node) on this machine."""
-    return {p.pid for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].endswith("/raylet")}
-
-
-def test_a_worker_node_lost_mid_trial_costs_one_iteration_not_a_run(tmp_path):
+def test_a_worker_node_lost_mid_trial_costs_one_iteration_not_a_run(tmp_path, two_node_cluster):
     """Two trials on a two-node cluster, one CPU each; the second node (raylet and workers) is SIGKILLed after both
     trials logged two pruning iterations. The trial it ran restarts on the head node from its last checkpoint in
     the shared sweep folder: two runs, continuous steps, every mini-batch once."""
-    port = free_port()
-    subprocess.run(
-        [RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    try:
-        head_raylets = _raylets()
-        worker = subprocess.run(
-            [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1"], capture_output=True, text=True, timeout=120
-        )
-        assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]
-        (worker_raylet,) = _raylets() - head_raylets
-        args = [*SLOW_TRIAL, "sweep.seeds=[0,1]", "ray.max_failures=2"]  # two trials
-        driver = start_sweep(*args, f"ray.address=127.0.0.1:{port}", f"output_dir={tmp_path}", cwd=tmp_path)
-        uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = [*SLOW_TRIAL, "sweep.seeds=[0,1]", "ray.max_failures=2"]  # two trials
+    driver = start_sweep(*args, f"ray.address={two_node_cluster.address}", f"output_dir={tmp_path}", cwd=tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
 
-        def both_at_iteration_two() -> bool:
-            runs = trial_runs(uri) if (tmp_path / "mlflow.db").exists() else []
-            client = MlflowClient(uri)
-            steps = [len(client.get_metric_history(r.info.run_id, "learnables")) for r in runs]
-            return len(runs) == 2 and min(steps) >= 3  # step 0 (unpruned) and two pruning iterations
+    def both_at_iteration_two() -> bool:
+        runs = trial_runs(uri) if (tmp_path / "mlflow.db").exists() else []
+        client = MlflowClient(uri)
+        steps = [len(client.get_metric_history(r.info.run_id, "learnables")) for r in runs]
+        return len(runs) == 2 and min(steps) >= 3  # step 0 (unpruned) and two pruning iterations
 
-        wait_for(both_at_iteration_two, driver, "two iterations in both trials")
-        node = psutil.Process(worker_raylet)
-        doomed = [node, *node.children(recursive=True)]
-        killed_at = time.monotonic()
-        for process in doomed:
-            process.kill()
-        assert driver.wait(timeout=600) == 0, (tmp_path / "driver.log").read_text()[-3000:]
-        print(f"node lost: the sweep finished {time.monotonic() - killed_at:.1f} s after the kill")
-    finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+    wait_for(both_at_iteration_two, driver, "two iterations in both trials")
+    node = psutil.Process(two_node_cluster.second_raylet)
+    killed_at = time.monotonic()
+    for process in [node, *node.children(recursive=True)]:
+        process.kill()
+    assert driver.wait(timeout=600) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    print(f"node lost: the sweep finished {time.monotonic() - killed_at:.1f} s after the kill")
     runs, client = trial_runs(uri), MlflowClient(uri)
     assert len(runs) == 2 and len({r.data.tags["prune_sweep.trial_id"] for r in runs}) == 2
     restarted = {p.parent.name.split("_")[-2] for p in tmp_path.glob("digits_default/*/ray/tune/*/error.txt")}
