@@ -14,7 +14,7 @@ OBJECTIVE_METRICS = ("val_accuracy", "learnables", "reduction", "macs", "latency
 """What a finished trial reports as ``final_<metric>``: objectives, budgets and sort keys."""
 DEFAULT_OBJECTIVES = {"val_accuracy": "max", "learnables": "min"}
 
-RESULT_COLUMNS = [*OBJECTIVE_METRICS, "feasible", "stop_reason", "run_id"]
+RESULT_COLUMNS = ["learnables", "reduction", "val_accuracy", "macs", "latency_ms", "feasible", "stop_reason", "run_id"]
 """Per-trial results in the sweep table, after the trial name and its grid (or sampled) values."""
 
 

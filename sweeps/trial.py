@@ -121,7 +121,8 @@ def run_trial(params: dict[str, Any], base: dict, context: SweepContext, data: D
         timing = {"compress_seconds": compress_seconds, "trial_seconds": time.perf_counter() - trial_start}
         tracking.log_metrics(uri, run_id, timing)
         tracking.with_retries(MlflowClient(uri).set_terminated, run_id)
-        tune.report({**_iteration_metrics(info.pruning_history.iloc[-1]), **final, **timing})
+        last = info.pruning_history.iloc[-1]  # its metrics again (a scheduler's metric must be in every result),
+        tune.report({**{name: last[col] for col, name in STEP_METRICS.items()}, **final, **timing})  # no iteration
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
