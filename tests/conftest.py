@@ -55,3 +55,14 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """An ``mlflow server`` on 127.0.0.1 with its store in the test's folder; yields its URL."""
+    from .sweep_helpers import free_port, start_mlflow_server, stop_mlflow_server
+
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
+    yield f"http://127.0.0.1:{port}"
+    stop_mlflow_server(server)

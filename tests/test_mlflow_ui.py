@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from sweeps.runner import run_sweep
 
-from .sweep_helpers import TINY, compose_config, free_port, start_mlflow_server, stop_mlflow_server
+from .sweep_helpers import TINY, compose_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "mlflow_ui"
@@ -24,34 +24,29 @@ TIMEOUT_MS = 90_000  # the UI's first load on a busy 2-core machine
 
 
 @pytest.mark.slow
-def test_the_dashboard_lists_the_trials_and_shows_the_front(tmp_path, local_ray):
+def test_the_dashboard_lists_the_trials_and_shows_the_front(tmp_path, local_ray, mlflow_server):
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the ui-test extra)")
     if not Path(CHROMIUM).is_file():
         pytest.skip("no chromium: apt-get install chromium")
-    port = free_port()
-    server = start_mlflow_server(tmp_path, port)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        cfg = compose_config(
-            *TINY,
-            f"output_dir={tmp_path}",
-            "tracking=server",
-            f"tracking.uri={url}",
-            "+sweep.grid.prune.learnables_reduction_increment=[0.2,0.4]",
-        )
-        outcome = run_sweep(cfg)
-        runs = MlflowClient(url).search_runs(
-            [outcome.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{outcome.parent_run_id}'"
-        )
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        with playwright.sync_playwright() as driver:
-            browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 3000, "height": 1000})  # ag-grid renders visible columns only
-            _check_runs_table(page, url, outcome, runs)
-            _check_front_figure(page, url, outcome)
-            browser.close()
-    finally:
-        stop_mlflow_server(server)
+    url = mlflow_server
+    cfg = compose_config(
+        *TINY,
+        f"output_dir={tmp_path}",
+        "tracking=server",
+        f"tracking.uri={url}",
+        "+sweep.grid.prune.learnables_reduction_increment=[0.2,0.4]",
+    )
+    outcome = run_sweep(cfg)
+    runs = MlflowClient(url).search_runs(
+        [outcome.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{outcome.parent_run_id}'"
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 3000, "height": 1000})  # ag-grid renders visible columns only
+        _check_runs_table(page, url, outcome, runs)
+        _check_front_figure(page, url, outcome)
+        browser.close()
 
 
 def _check_runs_table(page, url: str, outcome, runs: list) -> None:

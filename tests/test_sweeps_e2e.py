@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from sweeps.config import ConfigError
 from sweeps.runner import run_sweep
 
-from .sweep_helpers import TINY, compose_config, free_port, iteration_steps, start_mlflow_server, stop_mlflow_server
+from .sweep_helpers import TINY, compose_config, free_port, iteration_steps
 
 ARTIFACTS = {
     "pruning_history.json",
@@ -96,14 +96,6 @@ def test_gpus_missing_from_the_cluster_fail_before_any_run(tmp_path, local_ray):
     with pytest.raises(ConfigError, match=r"ray\.gpus_per_trial=1 but the Ray cluster has 0 GPUs"):
         run_sweep(cfg)
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "baselines").exists()
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
-    server = start_mlflow_server(tmp_path, port)
-    yield f"http://127.0.0.1:{port}"
-    stop_mlflow_server(server)
 
 
 def test_sweep_against_a_real_mlflow_server(tmp_path, local_ray, mlflow_server):
