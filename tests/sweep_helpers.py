@@ -105,11 +105,12 @@ SLOW_TRIAL = [  # one trial of about six pruning iterations, about two seconds e
 ]
 
 
-def start_sweep(*args: str, cwd: Path) -> subprocess.Popen:
+def start_sweep(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
     log = open(cwd / "driver.log", "w")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
         [str(Path(sys.executable).with_name("prune-sweep")), *args],
         cwd=cwd,
+        env={**os.environ, **(env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

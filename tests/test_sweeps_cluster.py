@@ -50,9 +50,11 @@ def test_logical_gpus_bound_concurrency_and_cpu_fallback_only_when_configured(tm
         ray.shutdown()
 
 
-NO_TOKEN = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+NO_AUTH = {"RAY_AUTH_MODE": "disabled"}
 """`ray start --head` turns Ray's token authentication on when ~/.ray/auth_token exists (Ray 2.60), and a second
-`ray start --address` on the same machine then fails to authenticate: these local test clusters go without."""
+`ray start --address` on the same machine then fails to authenticate: these local test clusters, and the drivers
+that join them, go without (a driver whose environment says `token` sees its trial actors cancelled)."""
+NO_TOKEN = {**os.environ, **NO_AUTH}
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def two_node_cluster(tmp_path):
 
 def test_sweep_joins_a_running_two_node_cluster(tmp_path, two_node_cluster):
     address = two_node_cluster.address
-    result = prune_sweep(*TINY, TWO_TRIALS, f"output_dir={tmp_path}", f"ray.address={address}", cwd=tmp_path)
+    result = prune_sweep(*TINY, TWO_TRIALS, f"output_dir={tmp_path}", f"ray.address={address}", cwd=tmp_path, env=NO_AUTH)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" and "final_learnables" in r.data.metrics for r in runs)
@@ -164,7 +166,9 @@ def test_a_worker_node_lost_mid_trial_costs_one_iteration_not_a_run(tmp_path, tw
     trials logged two pruning iterations. The trial it ran restarts on the head node from its last checkpoint in
     the shared sweep folder: two runs, continuous steps, every mini-batch once."""
     args = [*SLOW_TRIAL, "sweep.seeds=[0,1]", "ray.max_failures=2"]  # two trials
-    driver = start_sweep(*args, f"ray.address={two_node_cluster.address}", f"output_dir={tmp_path}", cwd=tmp_path)
+    driver = start_sweep(
+        *args, f"ray.address={two_node_cluster.address}", f"output_dir={tmp_path}", cwd=tmp_path, env=NO_AUTH
+    )
     uri = f"sqlite:///{tmp_path}/mlflow.db"
 
     def both_at_iteration_two() -> bool:
