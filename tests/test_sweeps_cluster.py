@@ -88,7 +88,9 @@ def two_node_cluster(tmp_path):
 
 def test_sweep_joins_a_running_two_node_cluster(tmp_path, two_node_cluster):
     address = two_node_cluster.address
-    result = prune_sweep(*TINY, TWO_TRIALS, f"output_dir={tmp_path}", f"ray.address={address}", cwd=tmp_path, env=NO_AUTH)
+    result = prune_sweep(
+        *TINY, TWO_TRIALS, f"output_dir={tmp_path}", f"ray.address={address}", cwd=tmp_path, env=NO_AUTH
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = trial_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" and "final_learnables" in r.data.metrics for r in runs)
