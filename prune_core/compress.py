@@ -12,6 +12,7 @@ from torch import nn
 
 from prune_core import importance
 from prune_core.checkpoints import RunState
+from prune_core.data_parallel import DataParallel
 from prune_core.finetune import FineTuner
 from prune_core.loop import PruningLoop
 from prune_core.options import TrainingOptions
@@ -60,11 +61,13 @@ def compress_network(
     """
     arguments = dict(locals())
     settings = PruningSettings(**{name: arguments[name] for name in PruningSettings.__dataclass_fields__})
-    options = options or TrainingOptions()
-    settings.check(train_data, options)
+    settings.check(train_data, options or TrainingOptions())
+    parallel = DataParallel()  # the ranks of a torch.distributed process group, if there is one
+    options = parallel.same_seed(options or TrainingOptions())
     if options.seed is not None:
         torch.manual_seed(options.seed)
     train_loader = as_loader(train_data, options, train=True)
+    train_loader = parallel.shard(train_loader, built_here=train_loader is not train_data)
     val_loader = None if options.validation_data is None else as_loader(options.validation_data, options, train=False)
     example = next(iter(train_loader))[0][:1]
     record = TaylorPrunableNetwork(
@@ -75,16 +78,16 @@ def compress_network(
         channel_multiple=channel_multiple,
         group_reduction=group_reduction,
     )
-    log = Printer(verbosity_level, options.verbose_frequency)
+    log = Printer(verbosity_level if parallel.is_writer else "off", options.verbose_frequency)
     device = options.resolved_device()
-    tuner = FineTuner(train_loader, val_loader, resolve_loss(loss_fn), options, device, RunState(), log)
+    tuner = FineTuner(train_loader, val_loader, resolve_loss(loss_fn), options, device, RunState(), log, parallel)
     loop = PruningLoop(record, example, tuner, settings)
     pnet = loop.prune(loop.start(resume_from))
     if final_fine_tuning_epochs and loop.state.stop_reason != DIVERGED:
         pnet = loop.final_fine_tuning(pnet, final_fine_tuning_epochs)
     pruned = pnet.to_module()
     info = _info(pruned, model, loop.state, loop.original)
-    if plots == "pruning-progress":
+    if plots == "pruning-progress" and parallel.is_writer:
         _add_figure(info, pruning_checkpoint_path)
     log.summary(info)
     return pruned, info

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader
 
 from prune_core.checkpoints import RunState
+from prune_core.data_parallel import DataParallel
 from prune_core.options import TrainingOptions
 from prune_core.progress import Printer
 from prune_core.prunable import TaylorPrunableNetwork
@@ -25,7 +26,8 @@ def scored_fine_tuning_steps(total_steps: int, score_batches: int) -> int:
 
 @dataclass
 class FineTuner:
-    """Runs fine-tuning epochs on a working network and appends their rows to ``state``."""
+    """Runs fine-tuning epochs on a working network and appends their rows to ``state`` (on each rank of a
+    data-parallel run: its share of every mini-batch, the gradients and losses of all ranks summed)."""
 
     loader: DataLoader
     val_loader: DataLoader | None
@@ -34,6 +36,7 @@ class FineTuner:
     device: torch.device
     state: RunState
     log: Printer
+    parallel: DataParallel = field(default_factory=DataParallel)
 
     def run(
         self,
@@ -49,7 +52,8 @@ class FineTuner:
         mini-batch ``k`` is ``schedule(k)``), scoring its last ``scored_steps`` mini-batches.
 
         Rows are recorded under ``pruning_iteration`` and ``phase``. Returns True when the loss
-        became non-finite (training diverged).
+        became non-finite (training diverged). Data-parallel ranks average their BatchNorm running
+        statistics and the Taylor scores of the run at its end.
         """
         steps_per_epoch = len(self.loader)
         step = (epochs[0] - 1) * steps_per_epoch
@@ -62,14 +66,16 @@ class FineTuner:
                 step += 1
                 self.state.global_step += 1
                 score = pnet.criterion.uses_gradients and step > last - scored_steps
+                weight = self.parallel.batch_weight(len(inputs))
                 optimizer.zero_grad(set_to_none=True)
                 out, acts = pnet.forward_with_activations(inputs) if score else (pnet(inputs), [])
-                value = self.loss(out, targets)
-                if not torch.isfinite(value):
-                    return True
+                weighted = self.loss(out, targets) * weight
                 if score:
                     pnet.score_on_backward(acts)
-                value.backward()
+                weighted.backward()
+                value = self.parallel.reduce_gradients(pnet, weighted)  # the loss of the whole mini-batch
+                if not torch.isfinite(value):
+                    return True
                 optimizer.step()
                 row = {
                     "iteration": self.state.global_step,
@@ -84,6 +90,8 @@ class FineTuner:
                 self.state.training_rows.append(row)
                 self.log.training(row)
                 self._validate_every(pnet, pruning_iteration, phase)
+        self.parallel.average_buffers(pnet)
+        self.parallel.average_scores(pnet)
         return False
 
     def _validate_every(self, pnet: TaylorPrunableNetwork, pruning_iteration: int, phase: str) -> None:

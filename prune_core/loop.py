@@ -58,6 +58,7 @@ class PruningLoop:
         """The working network: the record itself, or the one of the checkpoint resumed from."""
         if resume_from is None:
             pnet = self.record.to(self.device)  # the first pruning step masks the record itself, then compacts
+            self.tuner.parallel.broadcast_state(pnet)  # data-parallel ranks start from rank 0's weights
             self.state.pruning_rows.append(self._row(0, pnet, {}, self.tuner.validate(pnet)))
             self.log.line(f"Original network: {self.original} learnables, {pnet.num_prunables} prunable filters.")
         else:
@@ -92,6 +93,7 @@ class PruningLoop:
         widths = _widths(pnet)
         target = max(pnet.learnables - self.increment * self.original, self.original * (1.0 - self.goal))
         pnet.prune_to_learnables(math.floor(target))
+        self.tuner.parallel.check_same_masks(pnet, self.state.iteration)
         removed = {name: widths[name] - w for name, w in _widths(pnet).items() if widths[name] != w}
         if pnet is not self.record:
             self.record.record_pruning_of(pnet)
@@ -168,9 +170,11 @@ class PruningLoop:
         for i, (inputs, targets) in enumerate(self.tuner.loader):
             if i >= self.score_batches:
                 break
+            weight = self.tuner.parallel.batch_weight(len(inputs))  # gradients of the whole mini-batch's loss
             out, acts = pnet.forward_with_activations(inputs.to(self.device))
-            grads = torch.autograd.grad(self.tuner.loss(out, targets.to(self.device)), acts)
+            grads = torch.autograd.grad(self.tuner.loss(out, targets.to(self.device)) * weight, acts)
             pnet.update_score(acts, grads)
+        self.tuner.parallel.average_scores(pnet)
 
     def _optimizer_for(self, compact: TaylorPrunableNetwork, pruned: TaylorPrunableNetwork) -> torch.optim.Optimizer:
         """The optimizer for the compacted network: the running one's state carried over, or a fresh one."""
@@ -194,7 +198,9 @@ class PruningLoop:
             "wall_time_s": seconds,
         }
 
-    def _checkpoint(self, pnet: TaylorPrunableNetwork, name: str) -> Path:
+    def _checkpoint(self, pnet: TaylorPrunableNetwork, name: str) -> Path | None:
+        if not self.tuner.parallel.is_writer:
+            return None  # one file per data-parallel run: rank 0's
         optimizer_state = None if self.optimizer is None else state_by_name(self.optimizer, pnet)
         return save_checkpoint(
             self.checkpoint_folder / name, pnet, self.record, self.state, self.tuner.loader, optimizer_state
