@@ -9,6 +9,9 @@ import socket
 from sweeps.config import ConfigError
 from sweeps.schema import RaySection
 
+TRAIN_DRIVER_RESOURCES = {"cpu": 0, "gpu": 0, "memory": 2**20}
+"""What a multi-worker trial's own process reserves: no CPU, which its workers need whole (Tune needs a non-empty
+request: one MiB of Ray's memory resource)."""
 _TRIAL_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}  # trials keep the driver's working directory (absolute paths anyway)
 
 
@@ -77,21 +80,31 @@ def check_address(address: str, timeout: float = 5.0) -> None:
 
 def _check_resources(ray_section: RaySection, resources: dict[str, float]) -> None:
     gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
-    wanted_gpus, wanted_cpus = ray_section.gpus_per_trial, ray_section.cpus_per_trial
-    if wanted_gpus > gpus and not (gpus == 0 and ray_section.allow_cpu_fallback):
+    workers = ray_section.workers_per_trial
+    if workers > 1:  # what the trial's workers reserve together
+        wanted = {"gpus": workers * ray_section.gpus_per_worker, "cpus": workers * ray_section.cpus_per_worker}
+        keys = {kind: f"ray.workers_per_trial={workers} x ray.{kind}_per_worker" for kind in ("gpus", "cpus")}
+    else:
+        wanted = {"gpus": ray_section.gpus_per_trial, "cpus": ray_section.cpus_per_trial}
+        keys = {kind: f"ray.{kind}_per_trial" for kind in ("gpus", "cpus")}
+    if wanted["gpus"] > gpus and not (gpus == 0 and ray_section.allow_cpu_fallback):
         raise ConfigError(
-            f"ray.gpus_per_trial={wanted_gpus} but the Ray cluster has {gpus:g} GPUs; lower ray.gpus_per_trial, "
-            "set ray.gpus_per_trial=0 to run on CPU, or ray.allow_cpu_fallback=true to run on CPU when no GPU exists."
+            f"{keys['gpus']}={wanted['gpus']:g} GPUs but the Ray cluster has {gpus:g}; ask for fewer, set them to 0 "
+            "to run on CPU, or ray.allow_cpu_fallback=true to run on CPU when no GPU exists."
         )
-    if wanted_cpus > cpus:
+    if wanted["cpus"] > cpus:
         raise ConfigError(
-            f"ray.cpus_per_trial={wanted_cpus} but the Ray cluster has {cpus:g} CPUs; lower ray.cpus_per_trial."
+            f"{keys['cpus']}={wanted['cpus']:g} CPUs but the Ray cluster has {cpus:g}: one trial could never be "
+            "placed; ask for fewer."
         )
 
 
 def trial_resources(ray_section: RaySection, resources: dict[str, float]) -> dict[str, float]:
     """What one trial reserves on a cluster with ``resources`` (from :func:`connect_ray`):
-    ``cpus_per_trial`` CPUs and its GPU share (none on a GPU-less fallback)."""
+    ``cpus_per_trial`` CPUs and its GPU share (none on a GPU-less fallback). A multi-worker trial's own process
+    only starts its Ray Train workers, which reserve their resources themselves."""
+    if ray_section.workers_per_trial > 1:
+        return dict(TRAIN_DRIVER_RESOURCES)
     gpus = ray_section.gpus_per_trial
     if gpus and resources.get("GPU", 0.0) == 0:
         gpus = 0  # allowed by ray.allow_cpu_fallback (checked in connect_ray)

@@ -169,6 +169,9 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "finetune.baseline_learn_rate": positive_number,
     "ray.cpus_per_trial": positive_number,
     "ray.gpus_per_trial": non_negative_number,
+    "ray.workers_per_trial": positive_int,
+    "ray.cpus_per_worker": positive_number,
+    "ray.gpus_per_worker": non_negative_number,
     "ray.num_cpus": _optional(positive_int),
     "ray.num_gpus": _non_negative_or_null,
     "ray.allow_cpu_fallback": boolean,
@@ -210,9 +213,21 @@ def check_groups(cfg: dict) -> None:
                 f"finetune.learn_rate_floor={floor!r} is above finetune.{key}={cfg['finetune'][key]!r}; "
                 f"use a floor in [0, finetune.{key}]."
             )
-    gpus = cfg["ray"]["gpus_per_trial"]
-    if gpus > 1 and gpus != int(gpus):
-        raise ConfigError(f"ray.gpus_per_trial={gpus!r} is not allowed; use a fraction <= 1 or a whole number.")
+    for key in ("gpus_per_trial", "gpus_per_worker"):
+        gpus = cfg["ray"][key]
+        if gpus > 1 and gpus != int(gpus):
+            raise ConfigError(f"ray.{key}={gpus!r} is not allowed; use a fraction <= 1 or a whole number.")
+    _check_workers(cfg["ray"])
+
+
+def _check_workers(ray_cfg: dict) -> None:
+    """A multi-worker trial reserves per worker: GPUs asked per trial would be reserved by its idle driver."""
+    workers, gpus = ray_cfg["workers_per_trial"], ray_cfg["gpus_per_trial"]
+    if workers > 1 and gpus:
+        raise ConfigError(
+            f"ray.gpus_per_trial={gpus!r} with ray.workers_per_trial={workers}: a multi-worker trial reserves GPUs "
+            f"per worker; use ray.gpus_per_worker={gpus / workers:g} (and ray.gpus_per_trial=0)."
+        )
 
 
 def check_value(label: str, key: str, value: Any) -> None:

@@ -121,6 +121,9 @@ class RaySection:
     num_gpus: float | None
     cpus_per_trial: float
     gpus_per_trial: float
+    workers_per_trial: int
+    cpus_per_worker: float
+    gpus_per_worker: float
     allow_cpu_fallback: bool
     max_concurrent_trials: int
     storage_path: str | None

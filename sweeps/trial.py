@@ -13,6 +13,8 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,56 +57,74 @@ def trial_device(finetune: FinetuneSection, ray_section: RaySection) -> str:
     )
 
 
+@dataclass(frozen=True)
+class TrialPlace:
+    """Who runs this part of a trial: the Tune trial's id and name, the worker's rank (0 writes the MLflow
+    records and the trial checkpoint) and its device."""
+
+    trial_id: str
+    trial_name: str
+    rank: int = 0
+    device: str = "cpu"
+
+
 def run_trial(params: dict[str, Any], base: dict, context: SweepContext, data: DataBundle) -> None:
     """Ray Tune function trainable: ``params`` are the trial's grid values, ``base`` the sweep's plain config.
 
     ``data`` is the sweep's data set (built from ``base["data"]``), used unless the grid changes ``data`` keys.
+    With ``ray.workers_per_trial`` > 1 the trial is data-parallel training on Ray Train workers.
     """
-    import mlflow
-    from mlflow import MlflowClient
     from ray import tune
+
+    config = SweepConfig.from_dict(trial_config(base, params))
+    place = TrialPlace(tune.get_context().get_trial_id(), tune.get_context().get_trial_name())
+    if config.ray.workers_per_trial > 1:
+        from sweeps.workers import run_on_workers
+
+        run_on_workers(params, base, context, data, place)
+    else:
+        place = replace(place, device=trial_device(config.finetune, config.ray))
+        prune_trial(params, base, context, data, place, tune.report)
+
+
+def prune_trial(
+    params: dict[str, Any],
+    base: dict,
+    context: SweepContext,
+    data: DataBundle,
+    place: TrialPlace,
+    report_metrics: Callable[[dict], None],
+) -> None:
+    """The trial's compress_network run, its records (rank 0) and its metrics given to ``report_metrics`` after every
+    pruning iteration and at the end (on every rank: Ray Train's report is collective)."""
+    import mlflow
 
     trial_start = time.perf_counter()
     config = SweepConfig.from_dict(trial_config(base, params))
-    uri, trial_id = context.tracking_uri, tune.get_context().get_trial_id()
+    uri, writer = context.tracking_uri, place.rank == 0
     mlflow.set_tracking_uri(uri)
     tracking.configure_retries(config.tracking.retry_seconds)
     quiet_libraries(config.verbose)
-    torch.set_num_threads(max(1, int(config.ray.cpus_per_trial)))
-    device = trial_device(config.finetune, config.ray)
+    workers = config.ray.workers_per_trial > 1
+    torch.set_num_threads(max(1, int(config.ray.cpus_per_worker if workers else config.ray.cpus_per_trial)))
     if config.data != base["data"]:
         data = build_data(config.data)
     model = make_model(config, data)
     model.load_state_dict(torch.load(context.baseline_path, map_location="cpu", weights_only=True))
     layer_names = layer_names_for(config, analyze_network(model, example_batch(data)).prunable_layer_names)
-    run_id = _trial_run(config, context, trial_id, tune.get_context().get_trial_name(), params)
-    logged_iteration = tracking.last_step(uri, run_id, "learnables")
-    logged_batch = tracking.last_step(uri, run_id, "train_loss")
-    workdir = Path(tempfile.mkdtemp(prefix=f"prune-trial-{trial_id}-"))
+    run_id = _trial_run(config, context, place, params) if writer else None
+    workdir = Path(tempfile.mkdtemp(prefix=f"prune-trial-{place.trial_id}-"))
     (workdir / "pruning").mkdir()
-    latest = trial_checkpoint(context, trial_id)
-
-    reporting_seconds = 0.0
-
-    def report(result: IterationResult) -> None:
-        nonlocal reporting_seconds
-        start, row = time.perf_counter(), result.row
-        tracking.log_steps(uri, run_id, [row], "iteration", STEP_METRICS, logged_iteration)
-        tracking.log_steps(uri, run_id, result.training_rows, "iteration", {"loss": "train_loss"}, logged_batch)
-        if result.checkpoint is not None:
-            latest.parent.mkdir(parents=True, exist_ok=True)
-            copy_atomically(result.checkpoint, latest)
-        tune.report(_iteration_metrics(row))
-        reporting_seconds += time.perf_counter() - start
-
+    latest = trial_checkpoint(context, place.trial_id)
+    report = IterationReporter(uri, run_id, latest, report_metrics)
     try:
-        with tracking.system_metrics(uri, run_id, config.tracking.system_metrics):
+        with tracking.system_metrics(uri, run_id, config.tracking.system_metrics and writer):
             compress_start = time.perf_counter()
             pruned, info = compress_network(
                 model,
                 data.train,
                 "crossentropy",
-                training_options(config.finetune, data, device, seed=config.seed),
+                training_options(config.finetune, data, place.device, seed=config.seed),
                 **config.prune.engine_arguments(),
                 **config.finetune.engine_arguments(),
                 layer_names=layer_names,
@@ -114,17 +134,47 @@ def run_trial(params: dict[str, Any], base: dict, context: SweepContext, data: D
                 callbacks=[report],
                 resume_from=latest if latest.is_file() else None,
             )
-            compress_seconds = time.perf_counter() - compress_start - reporting_seconds
-            example = example_batch(data)
-            final = _record_result(config, context, run_id, (model, pruned), info, example, workdir / "pruning")
+            compress_seconds = time.perf_counter() - compress_start - report.seconds
+            final = {}
+            if writer:
+                networks, example = (model, pruned), example_batch(data)
+                final = _record_result(config, context, run_id, networks, info, example, workdir / "pruning")
         # compress_seconds: pruning and fine-tuning only (the per-iteration Tune/MLflow reporting excluded)
         timing = {"compress_seconds": compress_seconds, "trial_seconds": time.perf_counter() - trial_start}
-        tracking.log_metrics(uri, run_id, timing)
-        tracking.with_retries(MlflowClient(uri).set_terminated, run_id)
+        if writer:
+            tracking.log_metrics(uri, run_id, timing)
+            tracking.with_retries(mlflow.MlflowClient(uri).set_terminated, run_id)
         last = info.pruning_history.iloc[-1]  # its metrics again (a scheduler's metric must be in every result),
-        tune.report({**{name: last[col] for col, name in STEP_METRICS.items()}, **final, **timing})  # no iteration
+        report_metrics({**{name: last[col] for col, name in STEP_METRICS.items()}, **final, **timing})  # no iteration
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class IterationReporter:
+    """The compress_network callback of a trial: each pruning iteration's rows to MLflow (from rank 0, only the steps
+    its run lacks: a restarted trial logs each once), its checkpoint to the trial checkpoint, its metrics to Tune."""
+
+    def __init__(self, uri: str, run_id: str | None, latest: Path, report_metrics: Callable[[dict], None]) -> None:
+        self.uri, self.run_id, self.latest, self.report_metrics = uri, run_id, latest, report_metrics
+        self.logged = (
+            {key: tracking.last_step(uri, run_id, key) for key in ("learnables", "train_loss")} if run_id else {}
+        )
+        self.seconds = 0.0
+        """Time spent reporting (excluded from the trial's compress_seconds)."""
+
+    def __call__(self, result: IterationResult) -> None:
+        start, row = time.perf_counter(), result.row
+        if self.run_id is not None:
+            tracking.log_steps(self.uri, self.run_id, [row], "iteration", STEP_METRICS, self.logged["learnables"])
+            training = {"loss": "train_loss"}
+            tracking.log_steps(
+                self.uri, self.run_id, result.training_rows, "iteration", training, self.logged["train_loss"]
+            )
+        if result.checkpoint is not None:
+            self.latest.parent.mkdir(parents=True, exist_ok=True)
+            copy_atomically(result.checkpoint, self.latest)
+        self.report_metrics(_iteration_metrics(row))
+        self.seconds += time.perf_counter() - start
 
 
 def _iteration_metrics(row: dict) -> dict[str, float]:
@@ -136,18 +186,16 @@ def trial_checkpoint(context: SweepContext, trial_id: str) -> Path:
     return Path(context.folder) / TRIAL_CHECKPOINTS / f"{trial_id}.pt"
 
 
-def _trial_run(
-    config: SweepConfig, context: SweepContext, trial_id: str, trial_name: str, params: dict[str, Any]
-) -> str:
+def _trial_run(config: SweepConfig, context: SweepContext, place: TrialPlace, params: dict[str, Any]) -> str:
     """This trial's MLflow child run: found by its tags when the trial restarts, or the orphaned run of a trial
     with the same values that a killed driver lost (a resumed search suggests it again), else created."""
     import ray
     from mlflow import MlflowClient
 
     uri, experiment = context.tracking_uri, context.experiment_id
-    tags = {tracking.SWEEP_TAG: context.sweep_id, tracking.TRIAL_TAG: trial_id}
+    tags = {tracking.SWEEP_TAG: context.sweep_id, tracking.TRIAL_TAG: place.trial_id}
     values = tracking.values_key(params)
-    existing = tracking.find_run(uri, experiment, tags) or _adopt_orphan(context, trial_id, values)
+    existing = tracking.find_run(uri, experiment, tags) or _adopt_orphan(context, place.trial_id, values)
     if existing is not None:
         return existing
     client = MlflowClient(uri)
@@ -159,7 +207,7 @@ def _trial_run(
     run = tracking.with_retries(
         client.create_run,
         experiment,
-        run_name=trial_name,
+        run_name=place.trial_name,
         tags={**tags, **node, tracking.VALUES_TAG: values, "mlflow.parentRunId": context.parent_run_id}
         | {"prune_sweep.role": "trial"},
     )

@@ -93,7 +93,7 @@ def test_local_sweep_writes_parent_and_child_runs(tmp_path, local_ray):
 
 def test_gpus_missing_from_the_cluster_fail_before_any_run(tmp_path, local_ray):
     cfg = compose_config(*TINY, f"output_dir={tmp_path}", "ray.gpus_per_trial=1")
-    with pytest.raises(ConfigError, match=r"ray\.gpus_per_trial=1 but the Ray cluster has 0 GPUs"):
+    with pytest.raises(ConfigError, match=r"ray\.gpus_per_trial=1 GPUs but the Ray cluster has 0"):
         run_sweep(cfg)
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "baselines").exists()
 
