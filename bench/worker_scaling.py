@@ -6,6 +6,7 @@ logged mini-batches) per second of its ``compress_seconds`` (pruning and fine-tu
 trial's whole time (``trial_seconds``: with Ray Train's worker start) and the sweep's wall time are reported too.
 
     python -m bench.worker_scaling                 # 3 seeds: bench/results/worker_scaling.json
+    python -m bench.worker_scaling --batch 512     # a 4x larger global mini-batch: worker_scaling_batch512.json
     python -m bench.worker_scaling --smoke         # 1 seed on the tests' tiny digits: worker_scaling_smoke.json
 """
 
@@ -61,8 +62,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="1 seed on the tests' tiny digits")
+    parser.add_argument("--batch", type=int, default=None, help="the global mini-batch (default: the task's)")
     args = parser.parse_args(argv)
     seeds, task = (1, SMOKE_TASK) if args.smoke else (args.seeds, TASK)
+    if args.batch:
+        task = [*task, f"finetune.mini_batch_size={args.batch}"]
     ray.init(num_cpus=2, include_dashboard=False)
     runs = []
     with tempfile.TemporaryDirectory(prefix="worker-scaling-") as folder:
@@ -76,8 +80,9 @@ def main(argv: list[str] | None = None) -> dict:
         one, two = (next(r for r in runs if r["seed"] == seed and r["workers"] == w) for w in (1, 2))
         ratios.append({"seed": seed, "throughput_ratio": two["steps_per_s"] / one["steps_per_s"]})
         ratios[-1]["trial_time_ratio"] = two["trial_s"] / one["trial_s"]
-    results = {"runs": runs, "ratios": ratios}
-    write_report("worker_scaling_smoke" if args.smoke else "worker_scaling", torch.device("cpu"), results)
+    results = {"task": task, "runs": runs, "ratios": ratios}
+    name = "worker_scaling_smoke" if args.smoke else "worker_scaling"
+    write_report(f"{name}_batch{args.batch}" if args.batch else name, torch.device("cpu"), results)
     return results
 
 

@@ -61,14 +61,18 @@ def _trial_checkpoints(tmp_path: Path) -> list[Path]:
     return list(tmp_path.glob(f"digits_default/*/{TRIAL_CHECKPOINTS}/*.pt"))
 
 
-def test_killed_trial_resumes_from_its_last_checkpoint_in_the_same_run(tmp_path):
-    driver = start_sweep(*SLOW_TRIAL, "ray.max_failures=2", f"output_dir={tmp_path}", cwd=tmp_path)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_killed_trial_resumes_from_its_last_checkpoint_in_the_same_run(tmp_path, workers):
+    """SIGKILL of the trial's process (one worker), or of one of its two Ray Train workers."""
+    args = [*SLOW_TRIAL, "ray.max_failures=2", f"ray.workers_per_trial={workers}"]
+    driver = start_sweep(*args, f"output_dir={tmp_path}", cwd=tmp_path)
     # an iteration is reported to Tune after its checkpoint replaced the trial's last one
     wait_for(lambda: len(_reported_so_far(tmp_path)) >= 2, driver, "second reported pruning iteration")
-    workers = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout.split()
-    assert len(workers) == 1, workers
+    process = "ray::ImplicitFunc" if workers == 1 else "ray::RayTrainWorker"
+    found = subprocess.run(["pgrep", "-f", process], capture_output=True, text=True).stdout.split()
+    assert len(found) == workers, found
     killed_after = _reported_so_far(tmp_path)[-1]
-    os.kill(int(workers[0]), signal.SIGKILL)
+    os.kill(int(found[-1]), signal.SIGKILL)
     assert driver.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     assert not _trial_checkpoints(tmp_path)  # removed once every trial had finished
 
