@@ -8,11 +8,17 @@ trial's whole time (``trial_seconds``: with Ray Train's worker start) and the sw
     python -m bench.worker_scaling                 # 3 seeds: bench/results/worker_scaling.json
     python -m bench.worker_scaling --batch 512     # a 4x larger global mini-batch: worker_scaling_batch512.json
     python -m bench.worker_scaling --smoke         # 1 seed on the tests' tiny digits: worker_scaling_smoke.json
+    python -m bench.worker_scaling --engine        # compress_network alone on 1 and 2 gloo ranks, no Ray, batches
+                                                   # 64 and 512: worker_scaling_engine.json
+
+The engine measurement runs MNIST-1D-shaped random tensors (8,192 sequences of length 40: throughput does not depend
+on their values) through ``SequenceCNN`` with ``torch.multiprocessing`` ranks, one thread each, 3 repetitions.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +62,50 @@ def run_trial(output_dir: Path, task: list[str], seed: int, workers: int) -> dic
     }
 
 
+def _engine_steps_per_second(batch: int) -> float:
+    from prune_core import TrainingOptions, compress_network
+    from prune_core.models import SequenceCNN
+
+    torch.manual_seed(0)
+    inputs, targets = torch.randn(8192, 1, 40), torch.randint(0, 10, (8192,))
+    options = TrainingOptions(mini_batch_size=batch, max_epochs=2, seed=0)
+    start = time.perf_counter()
+    _, info = compress_network(
+        SequenceCNN(), (inputs, targets), "crossentropy", options, learnables_reduction_goal=0.3,
+        learnables_reduction_increment=0.15, verbosity_level="off",
+    )  # fmt: skip
+    return len(info.training_history) / (time.perf_counter() - start)
+
+
+def _engine_rank(rank: int, port: int, batch: int, results) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    results[rank] = _engine_steps_per_second(batch)
+    dist.destroy_process_group()
+
+
+def engine_scaling(repetitions: int = 3) -> list[dict]:
+    """compress_network's fine-tuning steps per second on one process and on two gloo ranks."""
+    import torch.multiprocessing as mp
+
+    from sweeps.cluster import free_port
+
+    torch.set_num_threads(1)
+    runs = []
+    for repetition in range(repetitions):
+        for batch in (64, 512):
+            one = _engine_steps_per_second(batch)
+            shared = mp.Manager().dict()
+            mp.spawn(_engine_rank, args=(free_port(), batch, shared), nprocs=2)
+            runs.append({"repetition": repetition, "batch": batch, "one_rank": one, "two_ranks": shared[0]})
+            runs[-1]["throughput_ratio"] = shared[0] / one
+            print(f"batch {batch}: {one:.1f} -> {shared[0]:.1f} steps/s ({runs[-1]['throughput_ratio']:.2f}x)")
+    return runs
+
+
 def main(argv: list[str] | None = None) -> dict:
     from bench.common import write_report
 
@@ -63,7 +113,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="1 seed on the tests' tiny digits")
     parser.add_argument("--batch", type=int, default=None, help="the global mini-batch (default: the task's)")
+    parser.add_argument("--engine", action="store_true", help="compress_network alone on 1 and 2 gloo ranks")
     args = parser.parse_args(argv)
+    if args.engine:
+        results = {"runs": engine_scaling()}
+        write_report("worker_scaling_engine", torch.device("cpu"), results)
+        return results
     seeds, task = (1, SMOKE_TASK) if args.smoke else (args.seeds, TASK)
     if args.batch:
         task = [*task, f"finetune.mini_batch_size={args.batch}"]

@@ -56,6 +56,13 @@ def connect_ray(ray_section: RaySection, verbose: bool) -> dict[str, float]:
     return resources
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        return listener.getsockname()[1]
+
+
 def check_address(address: str, timeout: float = 5.0) -> None:
     """A ``host:port`` (or ``ray://host:port``) Ray address must accept a TCP connection within ``timeout``.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sweeps.cli import CONFIG_DIR
+from sweeps.cluster import free_port  # noqa: F401 - the tests import it from here
 from sweeps.schema import SweepConfig
 
 TINY = ["+experiment=debug"]
@@ -49,13 +49,6 @@ def prune_sweep(*args: str, cwd: Path, env: dict | None = None, timeout: float =
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_mlflow_server(folder: Path, port: int, workers: int = 2) -> subprocess.Popen:
