@@ -6,7 +6,8 @@ logged mini-batches) per second of its ``compress_seconds`` (pruning and fine-tu
 trial's whole time (``trial_seconds``: with Ray Train's worker start) and the sweep's wall time are reported too.
 
     python -m bench.worker_scaling                 # 3 seeds: bench/results/worker_scaling.json
-    python -m bench.worker_scaling --batch 512     # a 4x larger global mini-batch: worker_scaling_batch512.json
+    python -m bench.worker_scaling --name worker_scaling_b512_e8 \
+        --set finetune.mini_batch_size=512 finetune.max_epochs=8   # 8x the mini-batch, 8 epochs per iteration
     python -m bench.worker_scaling --smoke         # 1 seed on the tests' tiny digits: worker_scaling_smoke.json
     python -m bench.worker_scaling --engine        # compress_network alone on 1 and 2 gloo ranks, no Ray, batches
                                                    # 64 and 512: worker_scaling_engine.json
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="1 seed on the tests' tiny digits")
-    parser.add_argument("--batch", type=int, default=None, help="the global mini-batch (default: the task's)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="more overrides of the trial")
+    parser.add_argument("--name", default=None, help="report name (default worker_scaling[_smoke])")
     parser.add_argument("--engine", action="store_true", help="compress_network alone on 1 and 2 gloo ranks")
     args = parser.parse_args(argv)
     if args.engine:
@@ -120,8 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_report("worker_scaling_engine", torch.device("cpu"), results)
         return results
     seeds, task = (1, SMOKE_TASK) if args.smoke else (args.seeds, TASK)
-    if args.batch:
-        task = [*task, f"finetune.mini_batch_size={args.batch}"]
+    task = [*task, *args.set]
     ray.init(num_cpus=2, include_dashboard=False)
     runs = []
     with tempfile.TemporaryDirectory(prefix="worker-scaling-") as folder:
@@ -136,8 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
         ratios.append({"seed": seed, "throughput_ratio": two["steps_per_s"] / one["steps_per_s"]})
         ratios[-1]["trial_time_ratio"] = two["trial_s"] / one["trial_s"]
     results = {"task": task, "runs": runs, "ratios": ratios}
-    name = "worker_scaling_smoke" if args.smoke else "worker_scaling"
-    write_report(f"{name}_batch{args.batch}" if args.batch else name, torch.device("cpu"), results)
+    name = args.name or ("worker_scaling_smoke" if args.smoke else "worker_scaling")
+    write_report(name, torch.device("cpu"), results)
     return results
 
 
