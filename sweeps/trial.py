@@ -151,8 +151,12 @@ def prune_trial(
 
 
 class IterationReporter:
-    """The compress_network callback of a trial: each pruning iteration's rows to MLflow (from rank 0, only the steps
-    its run lacks: a restarted trial logs each once), its checkpoint to the trial checkpoint, its metrics to Tune."""
+    """The compress_network callback of a trial: each pruning iteration's metrics to Tune, then (rank 0) its rows to
+    MLflow, only the steps the run lacks, and its checkpoint to the trial checkpoint.
+
+    Tune first: with several workers the report is collective, so a worker lost before it leaves the iteration
+    neither in MLflow nor in the checkpoint, and the restarted trial redoes it; Tune receives it once.
+    """
 
     def __init__(self, uri: str, run_id: str | None, latest: Path, report_metrics: Callable[[dict], None]) -> None:
         self.uri, self.run_id, self.latest, self.report_metrics = uri, run_id, latest, report_metrics
@@ -164,6 +168,7 @@ class IterationReporter:
 
     def __call__(self, result: IterationResult) -> None:
         start, row = time.perf_counter(), result.row
+        self.report_metrics(_iteration_metrics(row))
         if self.run_id is not None:
             tracking.log_steps(self.uri, self.run_id, [row], "iteration", STEP_METRICS, self.logged["learnables"])
             training = {"loss": "train_loss"}
@@ -173,7 +178,6 @@ class IterationReporter:
         if result.checkpoint is not None:
             self.latest.parent.mkdir(parents=True, exist_ok=True)
             copy_atomically(result.checkpoint, self.latest)
-        self.report_metrics(_iteration_metrics(row))
         self.seconds += time.perf_counter() - start
 
 

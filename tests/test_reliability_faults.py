@@ -63,10 +63,13 @@ def _trial_checkpoints(tmp_path: Path) -> list[Path]:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_killed_trial_resumes_from_its_last_checkpoint_in_the_same_run(tmp_path, workers):
-    """SIGKILL of the trial's process (one worker), or of one of its two Ray Train workers."""
+    """SIGKILL of the trial's process (one worker), or of one of its two Ray Train workers. MLflow gets every
+    iteration once either way; Tune gets each once from one worker, and from two at most once: Ray Train hands a
+    report to Tune only after collecting every worker's, so the iteration a worker finished just before it died
+    can be missing there (the restarted trial resumes after it)."""
     args = [*SLOW_TRIAL, "ray.max_failures=2", f"ray.workers_per_trial={workers}"]
     driver = start_sweep(*args, f"output_dir={tmp_path}", cwd=tmp_path)
-    # an iteration is reported to Tune after its checkpoint replaced the trial's last one
+    # an iteration's checkpoint replaces the trial's last one right after Tune received the iteration
     wait_for(lambda: len(_reported_so_far(tmp_path)) >= 2, driver, "second reported pruning iteration")
     process = "ray::ImplicitFunc" if workers == 1 else "ray::RayTrainWorker"
     found = subprocess.run(["pgrep", "-f", process], capture_output=True, text=True).stdout.split()
@@ -80,7 +83,11 @@ def test_killed_trial_resumes_from_its_last_checkpoint_in_the_same_run(tmp_path,
     (folder,) = tmp_path.glob("digits_default/*/")
     assert list(folder.glob("ray/tune/*/error.txt")), "the trial was not killed and restarted"
     # reported once per iteration, across the restart: it resumed from its last checkpoint
-    assert _reported_iterations(folder) == list(range(1, record["iterations"] + 1))
+    reported, every = _reported_iterations(folder), list(range(1, record["iterations"] + 1))
+    if workers == 1:
+        assert reported == every
+    else:
+        assert reported == sorted(set(reported)) and len(set(every) - set(reported)) <= 1, reported
     print(f"sigkill: worker killed after iteration {killed_after}'s checkpoint; run {record}")
 
 
