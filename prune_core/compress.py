@@ -57,13 +57,15 @@ def compress_network(
     final network on a cosine from ``options.initial_learn_rate`` to ``options.learn_rate_floor``.
     ``callbacks`` get an :class:`IterationResult` after every iteration's checkpoint and after the
     final fine-tuning; ``resume_from`` continues from a checkpoint of ``pruning_checkpoint_path``.
-    The README describes every argument.
+    Called on every rank of a ``torch.distributed`` process group, the ranks prune as one data-parallel
+    run (:mod:`prune_core.data_parallel`). The README describes every argument.
     """
     arguments = dict(locals())
     settings = PruningSettings(**{name: arguments[name] for name in PruningSettings.__dataclass_fields__})
-    settings.check(train_data, options or TrainingOptions())
+    options = options or TrainingOptions()
+    settings.check(train_data, options)
     parallel = DataParallel()  # the ranks of a torch.distributed process group, if there is one
-    options = parallel.same_seed(options or TrainingOptions())
+    options = parallel.same_seed(options)
     if options.seed is not None:
         torch.manual_seed(options.seed)
     train_loader = as_loader(train_data, options, train=True)

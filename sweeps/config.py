@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -221,8 +223,19 @@ def check_groups(cfg: dict) -> None:
 
 
 def _check_workers(ray_cfg: dict) -> None:
-    """A multi-worker trial reserves per worker: GPUs asked per trial would be reserved by its idle driver."""
+    """A multi-worker trial reserves per worker (GPUs asked per trial would be reserved by its idle process), and
+    a Ray started here must have the CPUs for one trial's workers (a cluster's are checked once joined)."""
     workers, gpus = ray_cfg["workers_per_trial"], ray_cfg["gpus_per_trial"]
+    wanted = workers * ray_cfg["cpus_per_worker"]
+    local_cpus = ray_cfg["num_cpus"] or os.cpu_count() or 1
+    ray = sys.modules.get("ray")  # a Ray this process already runs is the one the sweep takes
+    starts_ray = ray_cfg["address"] is None and not os.environ.get("RAY_ADDRESS") and not (ray and ray.is_initialized())
+    if workers > 1 and starts_ray and wanted > local_cpus:
+        raise ConfigError(
+            f"ray.workers_per_trial={workers} x ray.cpus_per_worker={ray_cfg['cpus_per_worker']} CPUs but the Ray "
+            f"started here would have {local_cpus} (ray.num_cpus, else this machine's): one trial could never be "
+            "placed; ask for fewer, or join a larger cluster with ray.address."
+        )
     if workers > 1 and gpus:
         raise ConfigError(
             f"ray.gpus_per_trial={gpus!r} with ray.workers_per_trial={workers}: a multi-worker trial reserves GPUs "

@@ -192,6 +192,10 @@ def test_cli_exits_2_in_seconds_before_ray(argv, expected, tmp_path):
             ["sweep.grid.prune.num_importance_score_iterations value 'auto' is outside"],
         ),
         (["ray.workers_per_trial=0"], ["ray.workers_per_trial=0 is not allowed"]),
+        (
+            ["ray.workers_per_trial=3", "ray.num_cpus=2"],
+            ["ray.workers_per_trial=3 x ray.cpus_per_worker=1 CPUs but the Ray started here would have 2"],
+        ),
         (["ray.workers_per_trial=two"], ["ray.workers_per_trial='two' is not allowed"]),
         (["ray.cpus_per_worker=0"], ["ray.cpus_per_worker=0 is not allowed"]),
         (["ray.gpus_per_worker=1.5"], ["ray.gpus_per_worker=1.5 is not allowed", "fraction <= 1"]),
