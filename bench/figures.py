@@ -270,6 +270,29 @@ def search_figure(report: dict) -> Figure:
     return figure
 
 
+def worker_scaling_figure(report: dict) -> Figure:
+    """Trials over several workers: the throughput of 2 workers over 1's, per repetition (by mini-batch for the
+    engine alone, per seed for whole trials), against the ideal 2."""
+    results = report["results"]
+    runs = results["runs"]
+    if "batch" in runs[0]:  # the engine alone
+        batches = sorted({run["batch"] for run in runs})
+        groups = {f"mini-batch {b}": [run["throughput_ratio"] for run in runs if run["batch"] == b] for b in batches}
+    else:
+        groups = {"whole trials": [ratio["throughput_ratio"] for ratio in results["ratios"]]}
+    figure = Figure(figsize=(5, 4), layout="constrained")
+    ax = figure.subplots()
+    for position, values in enumerate(groups.values()):
+        ax.scatter([position] * len(values), values, color="tab:blue", zorder=3)
+    ax.axhline(2.0, color="tab:green", ls="--", label="ideal (2 cores)")
+    ax.axhline(1.0, color="k", lw=0.8, label="no gain")
+    ax.set(xticks=range(len(groups)), xticklabels=list(groups), ylabel="throughput, 2 workers / 1 worker")
+    ax.set(xlim=(-0.5, len(groups) - 0.5), ylim=(0, 2.3), title=report["benchmark"])
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return figure
+
+
 def figure_maker(benchmark: str) -> Callable[[dict], Figure] | None:
     """The figure function for a benchmark name, or None for one without a figure."""
     if benchmark.endswith(("_ablation", "_oneshot")):
@@ -285,6 +308,7 @@ def figure_maker(benchmark: str) -> Callable[[dict], Figure] | None:
         "sweep_overhead": sweep_figure,
         "coverage": coverage_figure,
         "search_vs_grid": search_figure,
+        "worker_scaling": worker_scaling_figure,
     }
     return next((make for prefix, make in prefixes.items() if benchmark.startswith(prefix)), None)
 
