@@ -105,7 +105,17 @@ SEARCH_OF_FOUR = ["sweep=search", "sweep.num_samples=4", "sweep.space.prune.lear
 
 @pytest.mark.parametrize(
     "sweep",
-    [["+sweep.grid.prune.learnables_reduction_increment=[0.1,0.2,0.3,0.4]"], SEARCH_OF_FOUR],
+    [
+        ["+sweep.grid.prune.learnables_reduction_increment=[0.1,0.2,0.3,0.4]"],
+        pytest.param(
+            SEARCH_OF_FOUR,
+            marks=pytest.mark.xfail(
+                reason="open (issue 20): a driver killed between the searcher's suggestion and Tune's next snapshot "
+                "sometimes makes the resumed search run a fifth trial (5 finished runs, none duplicated)",
+                strict=False,
+            ),
+        ),
+    ],
     ids=["grid", "search"],
 )
 def test_resume_after_the_driver_was_killed_finishes_only_missing_trials(tmp_path, sweep):
