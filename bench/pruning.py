@@ -245,8 +245,20 @@ def prune_run(task: Task, seed: int, goal: float, criterion: str) -> dict:
         "pruning_iterations": info.pruning_iterations,
         "val_accuracy_after_loop": float(loop_rows["val_accuracy"].iloc[-1]),
         "val_accuracy_final": float(history["val_accuracy"].iloc[-1]),
+        "layer_widths": layer_widths(pruned),
         "seconds": seconds + retrained.get("retrain_seconds", 0.0),
     }
+
+
+def layer_widths(model: nn.Module) -> dict[str, int]:
+    """Output channels (convs) or features (linears) of every such layer, by module name."""
+    widths = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            widths[name] = module.out_channels
+        elif isinstance(module, nn.Linear):
+            widths[name] = module.out_features
+    return widths
 
 
 def oneshot_run(task: Task, seed: int, goal: float, criterion: str) -> dict:
@@ -387,6 +399,7 @@ def main(budgets: dict[str, Callable[[], Task]], doc: str, argv: list[str] | Non
     parser.add_argument("--goals", type=float, nargs="+", default=list(GOALS), help="an ablation's reductions")
     parser.add_argument("--goal", type=float, default=None, help="the anchor's goal (default: the task's)")
     add_recipe_arguments(parser)
+    parser.add_argument("--name", default=None, help="the report's name (default: built from the task and flags)")
     parser.add_argument("--smoke", action="store_true", help="the same as --budget smoke --seeds 1, no report")
     args = parser.parse_args(argv)
     if args.threads:
@@ -409,5 +422,5 @@ def main(budgets: dict[str, Callable[[], Task]], doc: str, argv: list[str] | Non
     if args.experiment != "anchor" and list(args.goals) != list(GOALS):
         subset += "curve_"
     if not smoke:
-        write_report(f"{task.name}_{subset}{args.experiment}", device(), results)
+        write_report(args.name or f"{task.name}_{subset}{args.experiment}", device(), results)
     return results
