@@ -52,7 +52,9 @@ class Task:
     retrain the pruned network afterwards, as MATLAB's CIFAR-10 example does: from
     ``finetune_learn_rate``, dropped tenfold every ``retrain_drop_period`` epochs. ``scoring_batches``
     caps the one-shot scoring pass and Torch-Pruning's gradient pass. ``group_reduction`` is
-    passed to the engine (how a coupled group's layer scores combine).
+    passed to the engine (how a coupled group's layer scores combine). ``baseline_seed``, when
+    set, makes every run start from that seed's baseline: the run's own seed then changes only the
+    pruning and fine-tuning (shuffles, random criterion), as between the trials of a sweep.
     """
 
     name: str
@@ -73,6 +75,7 @@ class Task:
     finetune_schedule: str = "none"
     carry_optimizer_state: bool = False
     final_epochs: int = 0
+    baseline_seed: int | None = None
 
     def describe(self) -> dict:
         """The budget as plain values, for the report."""
@@ -164,8 +167,10 @@ def baseline(task: Task, seed: int) -> tuple[dict, float, float]:
     """Trained baseline weights, test accuracy and training seconds for ``seed``.
 
     Cached in the process and on disk under ``BASELINE_CACHE`` (keyed by :meth:`Task.key`), so
-    the anchor, the ablation and the peer comparison start from the same trained network.
+    the anchor, the ablation and the peer comparison start from the same trained network. The
+    task's ``baseline_seed``, when set, replaces ``seed``.
     """
+    seed = seed if task.baseline_seed is None else task.baseline_seed
     path = BASELINE_CACHE / f"baseline-{task.key()}-seed{seed}.pt"
     if path.is_file():
         blob = torch.load(path, weights_only=True)
@@ -399,6 +404,9 @@ def main(budgets: dict[str, Callable[[], Task]], doc: str, argv: list[str] | Non
     parser.add_argument("--goals", type=float, nargs="+", default=list(GOALS), help="an ablation's reductions")
     parser.add_argument("--goal", type=float, default=None, help="the anchor's goal (default: the task's)")
     add_recipe_arguments(parser)
+    parser.add_argument(
+        "--baseline-seed", type=int, default=None, help="every run starts from this seed's baseline (name: _base<N>)"
+    )
     parser.add_argument("--name", default=None, help="the report's name (default: built from the task and flags)")
     parser.add_argument("--smoke", action="store_true", help="the same as --budget smoke --seeds 1, no report")
     args = parser.parse_args(argv)
@@ -411,6 +419,8 @@ def main(budgets: dict[str, Callable[[], Task]], doc: str, argv: list[str] | Non
     task = with_recipe(task, args)
     if args.goal is not None:
         task = replace(task, name=f"{task.name}_goal{round(100 * args.goal)}", anchor_goal=args.goal)
+    if args.baseline_seed is not None:
+        task = replace(task, name=f"{task.name}_base{args.baseline_seed}", baseline_seed=args.baseline_seed)
     seeds = [0] if smoke else list(range(args.seeds))
     if args.experiment == "anchor":
         results = anchor(task, seeds, args.jobs)
