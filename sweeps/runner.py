@@ -28,7 +28,7 @@ from sweeps.config import ConfigError, check_output_folders, flatten, layer_name
 from sweeps.console import BaselineProgress, TrialProgress, console, quiet_libraries, tune_callback
 from sweeps.names import renamed_config, with_added_keys
 from sweeps.schema import SweepConfig, SweepContext, check_keys
-from sweeps.search import early_stop_recorder, search_algorithm, trial_scheduler
+from sweeps.search import align_trial_count, early_stop_recorder, search_algorithm, trial_scheduler
 from sweeps.space import checked_points, param_space, trial_config, trial_count
 from sweeps.summary import SweepOutcome, summarize
 from sweeps.sweep_checks import validate_values
@@ -206,6 +206,9 @@ def _run_trials(
     if tune.Tuner.can_restore(str(tune_path)):  # the searcher's and scheduler's state included
         known = {trial.trial_id for trial in tune.ExperimentAnalysis(str(tune_path)).trials}
         tracking.mark_orphans(context.tracking_uri, context.experiment_id, context.sweep_id, known)
+        if config.sweep.search == "optuna":  # a trial that finished unknown to Tune counts towards num_samples
+            lost = tracking.finished_unknown(context.tracking_uri, context.experiment_id, context.sweep_id, known)
+            align_trial_count(tune_path, len(known) + lost)
         tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
     else:
         search = config.sweep.search == "optuna"

@@ -9,6 +9,9 @@ scored low. ASHA compares the trials' per-iteration ``scheduler_metric`` at prun
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
@@ -18,6 +21,9 @@ from sweeps.report import ITERATION_METRICS, violations
 from sweeps.schema import SweepContext, SweepSection
 from sweeps.space import search_start_points
 
+LOGGER = logging.getLogger(__name__)
+SEARCH_STATE_FILES = "search_gen_state-*.json"
+"""Tune's files of the search's state (a cloudpickled dict, despite the suffix); it restores the newest by name."""
 STOPPED_EARLY = "stopped early by ASHA"
 """The ``stop_reason`` tag of a trial run that the scheduler stopped."""
 ASHA_MAX_ITERATIONS = 1000
@@ -39,6 +45,9 @@ class BudgetedOptunaSearch(OptunaSearch):
         if self.constraints and trial_id in self._ot_trials and trial_id not in self._completed_trials:
             for key, share in _budget_shares(result if finished else None, self.constraints).items():
                 self._ot_trials[trial_id].set_constraint(key, share)
+        if trial_id not in self._ot_trials:  # restored from a state older than the trial list: see align_trial_count
+            LOGGER.warning("trial %s is unknown to the restored sampler, which will not learn from it", trial_id)
+            return
         # without its final metrics (stopped early, failed) the trial is PRUNED (FAIL) for Optuna; OptunaSearch
         # would tell a multi-objective study [None, ...] as COMPLETE, which Optuna refuses, leaving it RUNNING
         super().on_trial_complete(trial_id, result if finished else None, error)
@@ -51,6 +60,31 @@ def _budget_shares(result: dict | None, constraints: dict[str, float]) -> dict[s
         return dict.fromkeys(constraints, 1.0)
     amounts = violations(result, constraints)
     return {key: amounts[key] / bound if bound > 0 else amounts[key] for key, bound in constraints.items()}
+
+
+def align_trial_count(tune_path: Path, trial_count: int) -> bool:
+    """Set a restored search's count of suggested trials to ``trial_count`` before Tune restores it: the trials
+    Tune restores plus those whose runs finished unknown to its state.
+
+    Tune snapshots its trial list and the search's count (which stops the search at ``num_samples``) every 10 s
+    or more, the list first. A driver killed between snapshots loses the trials started since; one that already
+    finished keeps its MLflow run, and without this the resumed search would run ``num_samples`` trials besides
+    it. A count left out of step with the list by a kill between the two writes is set right too. Returns whether
+    the saved count was changed."""
+    import ray.cloudpickle as cloudpickle
+
+    files = sorted(Path(tune_path).glob(SEARCH_STATE_FILES))
+    if not files:
+        return False
+    state = cloudpickle.loads(files[-1].read_bytes())
+    if state.get("counter", trial_count) == trial_count:
+        return False
+    LOGGER.warning("saved count of suggested trials %s, restored trials %s", state["counter"], trial_count)
+    state["counter"] = trial_count
+    partial = files[-1].with_name(f".{files[-1].name}.partial")
+    partial.write_bytes(cloudpickle.dumps(state))
+    os.replace(partial, files[-1])
+    return True
 
 
 def search_algorithm(sweep: SweepSection) -> BudgetedOptunaSearch | None:

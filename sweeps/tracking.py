@@ -162,6 +162,16 @@ def mark_orphans(uri: str, experiment: str, sweep_id: str, known_trials: set[str
     return len(lost)
 
 
+def finished_unknown(uri: str, experiment: str, sweep_id: str, known_trials: set[str]) -> int:
+    """How many trial runs of this sweep finished although Tune's restored state does not know their trial: a trial
+    that started and finished between two of Tune's experiment snapshots, before the driver was killed."""
+    from mlflow import MlflowClient
+
+    query = f"tags.`{SWEEP_TAG}` = '{sweep_id}' and attributes.status = 'FINISHED'"
+    runs = with_retries(MlflowClient(uri).search_runs, [experiment], filter_string=query, max_results=10_000)
+    return sum(run.data.tags.get(TRIAL_TAG) not in known_trials | {None} for run in runs)
+
+
 def last_step(uri: str, run_id: str, key: str) -> int:
     """The highest step already logged for metric ``key`` (-1 when none): logging is idempotent."""
     from mlflow import MlflowClient

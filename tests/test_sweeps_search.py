@@ -14,7 +14,7 @@ from sweeps import tracking
 from sweeps.report import hypervolume, pareto_front, violations
 from sweeps.runner import run_sweep
 from sweeps.schema import SweepContext
-from sweeps.search import STOPPED_EARLY, early_stop_recorder, search_algorithm
+from sweeps.search import STOPPED_EARLY, align_trial_count, early_stop_recorder, search_algorithm
 from sweeps.space import param_space
 
 from .sweep_helpers import TINY, compose_config, typed_config
@@ -72,6 +72,39 @@ def test_searcher_marks_trials_over_budget_infeasible_for_optuna():
     assert [t.constraints for t in trials] == [{"max_learnables": -0.2}, {"max_learnables": 0.2}, {"max_learnables": 1}]
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
     assert trials[0].values == [90.0, 800]
+
+
+def test_a_restored_search_counts_exactly_the_trials_tune_restores(tmp_path):
+    """Tune saves the trial list, then the search's count of suggested trials: a driver killed in between leaves a
+    count behind the list, and the resumed search would run one trial more than num_samples (seen as a fifth trial
+    of a search of four). The count is set to the restored trials before Tune restores them, both ways."""
+    from ray.tune.search import SearchGenerator
+
+    sweep = typed_config("sweep=search").sweep
+
+    def saved_count() -> int:
+        restored = SearchGenerator(search_algorithm(sweep))
+        restored.restore_from_dir(str(tmp_path))
+        return restored.get_state()["counter"]
+
+    generator = SearchGenerator(search_algorithm(sweep))
+    generator.set_state({**generator.get_state(), "counter": 1, "total_samples": sweep.num_samples})
+    generator.save_to_dir(str(tmp_path), "2026-12-01_00-00-00")
+    assert saved_count() == 1
+    assert align_trial_count(tmp_path, 2) and saved_count() == 2  # behind the list
+    assert not align_trial_count(tmp_path, 2) and saved_count() == 2
+    assert align_trial_count(tmp_path, 1) and saved_count() == 1  # ahead: a suggestion the list lost is made again
+    assert not align_trial_count(tmp_path / "no search", 3)
+
+
+def test_a_restored_sampler_ignores_the_completion_of_a_trial_it_never_suggested():
+    sweep = typed_config("sweep=search").sweep
+    searcher = search_algorithm(sweep)
+    searcher.set_search_properties(None, None, param_space(sweep))
+    searcher.suggest("known")
+    searcher.on_trial_complete("unknown", {"final_val_accuracy": 90.0, "final_learnables": 800})
+    searcher.on_trial_complete("known", {"final_val_accuracy": 91.0, "final_learnables": 700})
+    assert [t.values for t in searcher._ot_study.get_trials(deepcopy=False)] == [[91.0, 700]]
 
 
 def test_a_trial_stopped_by_the_scheduler_keeps_its_run_tagged(tmp_path):
