@@ -23,25 +23,38 @@ _TENSOR_SLOTS = ("_parameters", "_buffers")
 _SLOTS = (*_TENSOR_SLOTS, "_modules")
 
 
+SavedAttributes = list[tuple[nn.Module, dict[str, Any]]]
+
+
+def saved_attributes(model: nn.Module) -> SavedAttributes:
+    """Every attribute, parameter, buffer and submodule entry of every module of ``model``, as they are."""
+    return [
+        (module, {key: dict(value) if key in _SLOTS else value for key, value in vars(module).items()})
+        for module in model.modules()
+    ]
+
+
+def put_back(saved: SavedAttributes) -> None:
+    """Make the modules' attributes what :func:`saved_attributes` saved (the same dict objects)."""
+    for module, attributes in saved:
+        slots = {key: vars(module)[key] for key in _SLOTS if key in vars(module)}
+        vars(module).clear()
+        vars(module).update(attributes)
+        for key, entries in slots.items():
+            entries.clear()
+            entries.update(attributes[key])
+            vars(module)[key] = entries
+
+
 @contextlib.contextmanager
 def attributes_kept(model: nn.Module) -> Iterator[None]:
     """Put back every attribute, parameter, buffer and submodule entry of every module of ``model``
     (the same dict objects, their entries as they were): what a run caches on a module goes."""
-    saved = [
-        (module, {key: dict(value) if key in _SLOTS else value for key, value in vars(module).items()})
-        for module in model.modules()
-    ]
+    saved = saved_attributes(model)
     try:
         yield
     finally:
-        for module, attributes in saved:
-            slots = {key: vars(module)[key] for key in _SLOTS if key in vars(module)}
-            vars(module).clear()
-            vars(module).update(attributes)
-            for key, entries in slots.items():
-                entries.clear()
-                entries.update(attributes[key])
-                vars(module)[key] = entries
+        put_back(saved)
 
 
 @contextlib.contextmanager

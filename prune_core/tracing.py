@@ -6,7 +6,9 @@ again with *concrete shapes*: the tracer runs the example input alongside, and i
 ``x.shape``, ``x.size()``, ``x.dim()`` and ``len(x)`` are the example's numbers. The graph of such
 a module holds literal sizes, which the channel analysis treats as hard-coded channel counts, so
 its channels are only pruned where no size depends on them. Control flow on tensor *values* still
-fails there; that module is then kept whole (an operation the analysis does not understand).
+fails there; that module is then kept whole (an operation the analysis does not understand), in
+place: what its failed attempt added to the graph and cached on it is undone and the trace goes
+on, so a model with many such modules is not traced again once per module.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from torch import fx, nn
 
 from prune_core import ops
-from prune_core.module_state import attributes_kept, on_meta, to_meta
+from prune_core.module_state import attributes_kept, on_meta, put_back, saved_attributes, to_meta
 
 
 class _Tracer(fx.Tracer):
@@ -32,6 +34,7 @@ class _Tracer(fx.Tracer):
         self.opaque = opaque
         self.tensors = dict([*model.named_buffers(), *model.named_parameters()])
         self.tensor_names = {id(t): name for name, t in self.tensors.items()}
+        self.kept_whole: dict[str, str] = {}  # modules that failed in this trace and were kept whole (why)
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
         name = self.tensor_names.get(id(attr_val)) if isinstance(attr_val, torch.Tensor) else None
@@ -106,6 +109,7 @@ class _ShapeTracer(_Tracer):
         self.inputs = iter(example_inputs)
         self.running = False  # computing an example value: modules run as they are, untraced
         self.examples_missing = False  # an operation could not run on its examples
+        self.proxy_cache: dict[str, fx.Proxy] = {}  # fx's cache of get_attr proxies of this trace
 
     def in_concrete_module(self) -> bool:
         return any(path in self.concrete for path, _ in self.module_stack.values()) or "" in self.concrete
@@ -114,10 +118,47 @@ class _ShapeTracer(_Tracer):
         return _ShapeProxy(node, self)
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        self.proxy_cache = parameter_proxy_cache
         return attr_val if self.running else super().getattr(attr, attr_val, parameter_proxy_cache)
 
     def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
-        return forward(*args, **kwargs) if self.running else super().call_module(m, forward, args, kwargs)
+        if self.running:
+            return forward(*args, **kwargs)
+        path = self.path_of_module(m)
+        if path not in self.concrete or self.is_leaf_module(m, path):
+            return super().call_module(m, forward, args, kwargs)
+        return self._call_or_keep_whole(m, path, forward, args, kwargs)
+
+    def _call_or_keep_whole(self, m: nn.Module, path: str, forward: Any, args: tuple, kwargs: dict) -> Any:
+        """Trace concrete module ``path``; where its own code fails even with real shapes, undo what it
+        added to the graph and what it cached, and keep it whole in place, rather than tracing the whole
+        model again."""
+        last_node, depth, calls = next(reversed(self.graph.nodes), None), len(self.module_stack), dict(self.num_calls)
+        saved = saved_attributes(m)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception as err:  # fx raises many exception types for untraceable code
+            if len(self.module_stack) != depth + 1:  # a submodule failed: the caller decides
+                raise
+            put_back(saved)
+            self._undo_after(last_node)
+            while len(self.module_stack) > depth:
+                self.module_stack.popitem(last=True)
+            self.num_calls = calls
+            self.kept_whole[path] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+            self.opaque.add(path)
+            return super().call_module(m, forward, args, kwargs)
+
+    def _undo_after(self, last_node: fx.Node | None) -> None:
+        """Erase the graph's nodes created after ``last_node``, newest first, and forget their proxies."""
+        erased = set()
+        for node in reversed(self.graph.nodes):
+            if node is last_node:
+                break
+            erased.add(node)
+            self.graph.erase_node(node)
+        for name in [name for name, proxy in self.proxy_cache.items() if proxy.node in erased]:
+            del self.proxy_cache[name]
 
     def create_proxy(self, kind: str, target: Any, args: tuple, kwargs: dict, *rest: Any, **options: Any) -> Any:
         proxy = super().create_proxy(kind, target, args, kwargs, *rest, **options)
@@ -201,9 +242,11 @@ def _trace(
                     tracer = _new_tracer(model, untraceable, concrete, example_inputs, examples_on_meta)
                     graph = tracer.trace(model)
                 missing |= tracer.examples_missing
+                untraceable.update(tracer.kept_whole)
                 return fx.GraphModule(tracer.root, graph, type(model).__name__), untraceable, missing
         except Exception as err:  # fx raises many exception types for untraceable code
             missing |= tracer.examples_missing
+            untraceable.update(tracer.kept_whole)
             path = tracer.failing_module()
             if path not in concrete:
                 concrete |= _alike(model, path)

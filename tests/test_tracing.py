@@ -184,6 +184,43 @@ def test_what_a_forward_caches_while_traced_is_dropped_with_the_failed_trace():
         assert torch.allclose(model(x), pnet(x), rtol=1e-5, atol=1e-6)
 
 
+class CachingStages(nn.Module):
+    """Instances of a module that fails even with concrete shapes, each behind a prunable pair of convs."""
+
+    def __init__(self, stages=3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.expand = nn.ModuleList(nn.Conv2d(8, 16, 1) for _ in range(stages))
+        self.reduce = nn.ModuleList(nn.Conv2d(16, 8, 1) for _ in range(stages))
+        self.blocks = nn.ModuleList(CachesThenBranchesOnValues() for _ in range(stages))
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        for expand, reduce, block in zip(self.expand, self.reduce, self.blocks, strict=True):
+            x = block(reduce(F.relu(expand(x))))
+        return x.mean((2, 3))
+
+
+def test_every_instance_that_fails_with_concrete_shapes_is_kept_whole_without_a_trace_each(monkeypatch):
+    """A module failing with concrete shapes is kept whole where it fails, within the trace: as many traces of the
+    model for three failing instances as for one (there was one more trace per instance: 11 for twins_svt_small)."""
+    from prune_core import analyze_network
+
+    traces = []
+    trace = torch.fx.Tracer.trace
+    monkeypatch.setattr(torch.fx.Tracer, "trace", lambda self, *a, **k: traces.append(1) or trace(self, *a, **k))
+    x = torch.randn(2, 3, 6, 6)
+    TaylorPrunableNetwork(CachingStages(stages=1), x)
+    traces_for_one, traces[:] = len(traces), []
+    model = CachingStages(stages=3)
+    reasons = analyze_network(model, x).layers.set_index("layer")["reason"]
+    assert len(traces) == traces_for_one
+    assert all("kept whole" in reasons[f"blocks.{i}.conv"] for i in range(3))
+    pnet, small = prune_twice_and_check(copy.deepcopy(model), x)
+    assert all(conv.out_channels < 16 for conv in small.expand)
+    assert all(not isinstance(block.positions, torch.fx.Proxy) for block in pnet.model.blocks)
+
+
 class TwoConvs(nn.Module):
     def __init__(self):
         super().__init__()
