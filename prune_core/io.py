@@ -56,13 +56,12 @@ def save_pruned(model: nn.Module, path: str | Path, example_inputs: torch.Tensor
     return path
 
 
-def pruned_file(source: str | Path) -> Path:
-    """The ``.pt2`` file behind ``source``: a file, an MLflow model folder, or an MLflow model URI."""
+def pruned_file(source: str | Path, tracking_uri: str | None = None) -> Path:
+    """The ``.pt2`` file behind ``source``: a file, an MLflow model folder, or an MLflow model URI
+    (looked up in the store ``tracking_uri``, by default MLflow's current one)."""
     path = Path(source).expanduser()
     if not path.exists() and _URI_SCHEME.match(str(source)):
-        import mlflow.artifacts
-
-        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(source)))
+        path = _downloaded(str(source), tracking_uri)
     if path.is_dir():
         candidates = [path / "extra_files" / MLFLOW_FILE, path / "data" / "model.pt2"]
         found = next((candidate for candidate in candidates if candidate.is_file()), None)
@@ -74,16 +73,45 @@ def pruned_file(source: str | Path) -> Path:
     return path
 
 
-def load_pruned(source: str | Path) -> LoadedNetwork:
+def load_pruned(source: str | Path, tracking_uri: str | None = None) -> LoadedNetwork:
     """Load a network written by :func:`save_pruned`, in eval mode.
 
     ``source`` is the file, or an MLflow model (URI such as ``runs:/<run_id>/pruned_model`` or
-    ``models:/<name>/<version>``, or its downloaded folder). The result is an ordinary module:
-    ``train()`` / ``eval()`` switch BatchNorm and dropout, and it can be fine-tuned further.
+    ``models:/<name>/<version>``, or its downloaded folder). An MLflow URI is looked up in the
+    store ``tracking_uri`` (a sweep prints it, e.g. ``sqlite:///outputs/mlflow.db``; by default
+    MLflow's current one). The result is an ordinary module: ``train()`` / ``eval()`` switch
+    BatchNorm and dropout, and it can be fine-tuned further.
     """
-    programs = load_pt2(pruned_file(source)).exported_programs
+    programs = load_pt2(pruned_file(source, tracking_uri)).exported_programs
     training = programs.get(TRAINING_PROGRAM)
     return LoadedNetwork(
         programs[INFERENCE_PROGRAM].module(check_guards=False),
         training.module(check_guards=False) if training is not None else None,
     )
+
+
+def _downloaded(uri: str, tracking_uri: str | None) -> Path:
+    """The local copy of the MLflow artifact ``uri``, or a clear error naming the store searched.
+
+    MLflow resolves a run's logged model through its current store whatever store
+    ``download_artifacts`` is given, so ``tracking_uri`` is made current for the download only.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    current = mlflow.get_tracking_uri()
+    store = tracking_uri or current
+    mlflow.set_tracking_uri(store)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except MlflowException as error:
+        if error.get_http_status_code() != 404:  # the store failed, rather than not holding the model
+            raise
+        raise FileNotFoundError(
+            f"no pruned network at {uri} in the MLflow store {store} ({error.message.splitlines()[0]}). "
+            "A sweep's models live in its own store: pass it as load_pruned(uri, tracking_uri=...) "
+            "(the sweep prints the call, e.g. tracking_uri='sqlite:///outputs/mlflow.db'), or call "
+            "mlflow.set_tracking_uri first."
+        ) from None
+    finally:
+        mlflow.set_tracking_uri(current)

@@ -221,8 +221,13 @@ def print_outcome(outcome: Any) -> None:
         console.print("No trial met the budgets (sweep.constraints): no best model, nothing registered.")
     console.print(f"\nSweep folder: {outcome.folder}", markup=False)
     if outcome.best_model_file:
-        console.print(f"Best pruned model: {outcome.best_model_file} (MLflow: {outcome.best_model_uri})", markup=False)
+        console.print(f"Best pruned model: {outcome.best_model_file}", markup=False)
         console.print(f'  load it with prune_core.load_pruned("{outcome.best_model_file}")', markup=False)
+        console.print(
+            f'  or from MLflow: prune_core.load_pruned("{outcome.best_model_uri}", '
+            f'tracking_uri="{outcome.tracking_uri}")',
+            markup=False,
+        )
     uri, runs_page = outcome.tracking_uri, f"#/experiments/{outcome.experiment_id}/runs"
     if uri.startswith("http"):
         console.print(f"MLflow runs: {uri.rstrip('/')}/{runs_page}", markup=False)

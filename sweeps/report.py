@@ -18,42 +18,54 @@ RESULT_COLUMNS = ["learnables", "reduction", "val_accuracy", "macs", "latency_ms
 """Per-trial results in the sweep table, after the trial name and its grid (or sampled) values."""
 
 
-RESULT_ORDER = {"val_accuracy": False, "learnables": True, "reduction": False, "macs": True, "latency_ms": True}
-"""Result columns that order tied trials, each better first (ascending=True: smaller is better)."""
+RESULT_ORDER = {"val_accuracy": False, "learnables": True, "reduction": False, "macs": True}
+"""Result columns that order tied trials, each better first (ascending=True: smaller is better). Not the measured
+latency: two runs of one network measure different ones, so it orders trials only as the metric or an objective."""
 
 TOLERANCE = 1e-4
 """Accuracies (percent) this close are equal: one accuracy computed in float32 by two trials differs by about
 1e-8, one validation sample in a million is 1e-4."""
 
 
-def sort_trials(table: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+def sort_trials(
+    table: pd.DataFrame, metric: str, mode: str, objectives: dict[str, str] = DEFAULT_OBJECTIVES
+) -> pd.DataFrame:
     """The trial table in one order whatever order its rows come in: best ``metric`` first (``mode`` max or min),
-    ties by the other results (higher accuracy, fewer learnables, higher reduction first), then by trial name
-    (Ray Tune numbers the trials in grid order, so equal results keep the grid's order)."""
+    ties by the ``objectives``, then by the other results (higher accuracy, fewer learnables, higher reduction,
+    fewer MACs first), then by trial name (Ray Tune numbers the trials in grid order, so equal results keep the
+    grid's order). Of trials equal in every objective, the first is the one :func:`pareto_front` keeps."""
     table = table.reset_index(drop=True)
-    directions = {metric: mode == "min", **{c: up for c, up in RESULT_ORDER.items() if c != metric and c in table}}
-    keys = pd.DataFrame({column: _ranks(table[column], up) for column, up in directions.items()})
-    if "trial" in table:
-        keys["trial"] = table["trial"]
+    ties = {column: objectives[column] == "min" for column in objectives if column != metric}
+    keys = _order_keys(table, {metric: mode == "min", **ties})
     return table.loc[keys.sort_values(list(keys.columns), kind="stable").index].reset_index(drop=True)
 
 
 def pareto_front(table: pd.DataFrame, objectives: dict[str, str] = DEFAULT_OBJECTIVES) -> pd.DataFrame:
     """The feasible rows no other feasible row dominates (at least as good in every objective, better in one),
     the minimised objectives first in its order. Accuracies within TOLERANCE are equal; of equal rows the one
-    with the first trial name is kept."""
+    :func:`sort_trials` puts first is kept."""
     if "feasible" in table:
         table = table[table["feasible"].astype(bool)]
     order = sorted(objectives, key=lambda column: objectives[column] == "max")
-    keys = pd.DataFrame({column: _ranks(table[column], objectives[column] == "min") for column in order})
-    if "trial" in table:
-        keys["trial"] = table["trial"]
+    keys = _order_keys(table, {column: objectives[column] == "min" for column in order})
     kept: list[Any] = []
     for index in keys.sort_values(list(keys.columns), kind="stable").index:
         ranks = keys.loc[index, order]
         if not any((keys.loc[other, order] <= ranks).all() for other in kept):
             kept.append(index)
     return table.loc[kept]
+
+
+def _order_keys(table: pd.DataFrame, first: dict[str, bool]) -> pd.DataFrame:
+    """Rank columns that order ``table``: the ``first`` columns (ascending=True: smaller is better), then the
+    remaining RESULT_ORDER columns, then the trial name."""
+    directions = {**first, **{column: up for column, up in RESULT_ORDER.items() if column not in first}}
+    keys = pd.DataFrame(
+        {column: _ranks(table[column], up) for column, up in directions.items() if column in table}, index=table.index
+    )
+    if "trial" in table:
+        keys["trial"] = table["trial"]
+    return keys
 
 
 def violations(metrics: dict[str, float], constraints: dict[str, float]) -> dict[str, float]:

@@ -68,7 +68,7 @@ def summarize(config: SweepConfig, context: SweepContext, failed: int) -> SweepO
     keys = swept_keys(config.sweep)
     finished = [run for run in runs if "final_learnables" in run.data.metrics]
     table = pd.DataFrame([_table_row(run, keys) for run in finished], columns=["trial", *keys, *RESULT_COLUMNS])
-    table = sort_trials(table, config.sweep.metric, config.sweep.mode)
+    table = sort_trials(table, config.sweep.metric, config.sweep.mode, config.sweep.objectives)
     front = pareto_front(table, config.sweep.objectives) if len(table) else table
     scales = {"learnables": context.baseline_learnables}
     for metric in ("macs", "latency_ms"):  # the unpruned network's, as each trial measured it

@@ -52,6 +52,8 @@ def is_transient(err: BaseException) -> bool:
 
     if isinstance(err, MlflowException):
         return err.error_code in TRANSIENT_ERROR_CODES or err.get_http_status_code() >= 500
+    if isinstance(err, FileNotFoundError):  # asked for something the store does not hold
+        return False
     return isinstance(err, OSError) or "database is locked" in str(err) or type(err).__name__ == "OperationalError"
 
 
@@ -256,12 +258,9 @@ def log_model(model: Any, example: Any, name: str) -> str:
 
 def download_pruned(uri: str, model_uri: str, path: Path) -> Path:
     """Copy the prune_core file of the MLflow model ``model_uri`` (tracked at ``uri``) to ``path``."""
-    import mlflow
-
     from prune_core.io import pruned_file
 
-    mlflow.set_tracking_uri(uri)
-    shutil.copyfile(with_retries(pruned_file, model_uri), path)
+    shutil.copyfile(with_retries(pruned_file, model_uri, uri), path)
     return path
 
 

@@ -112,6 +112,31 @@ def test_mlflow_model_loads_trainable_and_predicts(pruned, tmp_path):
     assert np.allclose(predicted, model(x).detach().numpy(), atol=1e-5)
 
 
+def test_mlflow_model_loads_from_the_store_named_and_otherwise_fails_clearly(pruned, tmp_path):
+    """A sweep's model URI is looked up in the store passed as ``tracking_uri``, whatever MLflow's
+    current store; looked up in another store it is a clear error that says how to name the store."""
+    import mlflow
+
+    from sweeps import tracking
+
+    model, x = pruned
+    model.eval()
+    store = f"sqlite:///{tmp_path}/sweep.db"
+    mlflow.set_tracking_uri(store)
+    mlflow.set_experiment("sweep")
+    with mlflow.start_run() as run:
+        tracking.log_model(model, x[:2], "pruned_model")
+    uri = f"runs:/{run.info.run_id}/pruned_model"
+    other = f"sqlite:///{tmp_path}/other.db"
+    mlflow.set_tracking_uri(other)
+    loaded = load_pruned(uri, tracking_uri=store)
+    assert torch.allclose(loaded(x), model.eval()(x), atol=1e-6)
+    assert mlflow.get_tracking_uri() == other
+    with pytest.raises(FileNotFoundError, match=r"other\.db.*tracking_uri=") as missing:
+        load_pruned(uri)
+    assert not tracking.is_transient(missing.value)  # a sweep does not retry it for minutes
+
+
 def test_onnx_export_agrees_in_onnxruntime_and_is_smaller(pruned, tmp_path):
     import onnxruntime
 

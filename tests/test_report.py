@@ -51,6 +51,27 @@ def test_pareto_front_treats_float_noise_as_a_tie():
     assert sort_trials(table.iloc[:2], "val_accuracy", "max")["trial"].tolist() == ["a", "b"]  # fewer learnables
 
 
+def test_best_trial_and_front_agree_on_tied_trials_whatever_their_measured_latency():
+    """Two runs of one network tie in every result but the latency each measured: the table's best
+    and the front's member are the same trial, the first by name, whatever the default objectives."""
+    table = pd.DataFrame(
+        {
+            "trial": ["t_00000", "t_00003", "t_00001"],
+            "learnables": [26006, 26006, 1777],
+            "reduction": [0.6069, 0.6069, 0.9731],
+            "val_accuracy": [ACCURACY, NOISY, 97.2],
+            "macs": [1.0e6, 1.0e6, 2.0e5],
+            "latency_ms": [0.31, 0.27, 0.2],
+        }
+    )
+    for shuffled in _shuffles(table):
+        best = sort_trials(shuffled, "val_accuracy", "max")["trial"].iloc[0]
+        assert best == "t_00000" and best in pareto_front(shuffled)["trial"].tolist()
+    by_latency = {"val_accuracy": "max", "latency_ms": "min"}
+    best = sort_trials(table, "val_accuracy", "max", by_latency)["trial"].iloc[0]
+    assert best == "t_00003" and best in pareto_front(table, by_latency)["trial"].tolist()
+
+
 @pytest.mark.parametrize("metric, mode", [("val_accuracy", "min"), ("reduction", "max")])
 def test_every_metric_orders_all_rows(metric, mode):
     orders = {tuple(sort_trials(shuffled, metric, mode)["trial"]) for shuffled in _shuffles(_table())}

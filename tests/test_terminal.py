@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from prune_core import TrainingOptions, load_pruned
+from prune_core import TrainingOptions
 from prune_core.models import DigitsCNN
 from prune_core.train import train_network
 from sweeps.report import pareto_front, sort_trials
@@ -26,7 +26,7 @@ def test_default_run_prints_at_most_40_narrow_lines_ending_with_the_mlflow_comma
     assert len(tables) >= 6 + 4 and max(map(len, tables)) <= 120, "\n".join(tables)  # paths may be longer
     assert not [line for line in lines if any(noise in line for noise in NOISE)], "\n".join(lines)
     assert sum(line.strip().startswith("done ") for line in lines) == 6  # one line per finished trial
-    _best_model_works(next(line for line in lines if line.startswith("Best pruned model: ")), tmp_path / "out")
+    _best_model_works(lines)
     command, page = lines[-2], lines[-1]
     assert command.startswith("MLflow: ") and "--backend-store-uri sqlite:///" in command
     program = shlex.split(command.removeprefix("MLflow: "))[0]
@@ -35,14 +35,18 @@ def test_default_run_prints_at_most_40_narrow_lines_ending_with_the_mlflow_comma
     _front_spans_a_trade_off(tmp_path / "out")
 
 
-def _best_model_works(line: str, output_dir: Path) -> None:
-    """The printed best model, from its file and from MLflow: eval inference, a training step, on any batch."""
-    import mlflow
+def _best_model_works(lines: list[str]) -> None:
+    """The printed calls that load the best model, from its file and from MLflow, run as pasted (with no
+    MLflow store set): eval inference, a training step, on any batch."""
+    import prune_core
 
-    file, uri = line.removeprefix("Best pruned model: ").removesuffix(")").split(" (MLflow: ")
-    mlflow.set_tracking_uri(f"sqlite:///{output_dir / 'mlflow.db'}")
+    start = next(i for i, line in enumerate(lines) if line.startswith("Best pruned model: "))
+    calls = [line.split(": ", 1)[-1].strip().removeprefix("load it with ") for line in lines[start + 1 : start + 3]]
+    assert [call.split("(")[0] for call in calls] == ["prune_core.load_pruned"] * 2, calls
+    assert "runs:/" in calls[1] and "tracking_uri=" in calls[1], calls
     x = torch.randn(5, 1, 8, 8)
-    for model in (load_pruned(file), load_pruned(uri)):
+    for call in calls:
+        model = eval(call, {"prune_core": prune_core})
         assert not model.training and model(x).shape == (5, 10)
         model.train()
         torch.nn.functional.cross_entropy(model(x), torch.arange(5)).backward()
