@@ -23,33 +23,35 @@ _TENSOR_SLOTS = ("_parameters", "_buffers")
 _SLOTS = (*_TENSOR_SLOTS, "_modules")
 
 
-SavedAttributes = list[tuple[nn.Module, dict[str, Any]]]
+SavedAttributes = list[tuple[nn.Module, dict[str, Any], list[tuple[dict, dict]]]]
 
 
 def saved_attributes(model: nn.Module) -> SavedAttributes:
-    """Every attribute, parameter, buffer and submodule entry of every module of ``model``, as they are."""
-    return [
-        (module, {key: dict(value) if key in _SLOTS else value for key, value in vars(module).items()})
-        for module in model.modules()
-    ]
+    """Every attribute of every module of ``model``, and the entries of those that are dicts (its
+    parameters, buffers and submodules, and caches a forward fills), as they are."""
+    saved = []
+    for module in model.modules():
+        attributes = dict(vars(module))
+        entries = [(value, dict(value)) for value in attributes.values() if isinstance(value, dict)]
+        saved.append((module, attributes, entries))
+    return saved
 
 
 def put_back(saved: SavedAttributes) -> None:
-    """Make the modules' attributes what :func:`saved_attributes` saved (the same dict objects)."""
-    for module, attributes in saved:
-        slots = {key: vars(module)[key] for key in _SLOTS if key in vars(module)}
+    """Make the modules' attributes what :func:`saved_attributes` saved: the same objects, the dicts
+    among them with their entries as they were."""
+    for module, attributes, entries in saved:
         vars(module).clear()
         vars(module).update(attributes)
-        for key, entries in slots.items():
-            entries.clear()
-            entries.update(attributes[key])
-            vars(module)[key] = entries
+        for value, kept in entries:
+            value.clear()
+            value.update(kept)
 
 
 @contextlib.contextmanager
 def attributes_kept(model: nn.Module) -> Iterator[None]:
-    """Put back every attribute, parameter, buffer and submodule entry of every module of ``model``
-    (the same dict objects, their entries as they were): what a run caches on a module goes."""
+    """Put back every attribute of every module of ``model``, and the entries of those that are dicts
+    (parameters, buffers, submodules, caches): what a run caches on a module goes."""
     saved = saved_attributes(model)
     try:
         yield

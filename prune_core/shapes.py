@@ -19,6 +19,7 @@ from torch import fx
 from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
+from prune_core.meta_results import remembered
 from prune_core.module_state import attributes_kept, on_meta, to_meta
 
 REAL_RUN_BUDGET_S = 0.2
@@ -38,6 +39,7 @@ class _ShapeRecorder(fx.Interpreter):
         self.stack = stack
         self.on_meta = False
         self.nodes_run = 0
+        self.meta_results: dict[Any, Any] = {}  # results of operations on meta tensors, by their inputs' shapes
 
     def run_node(self, node: fx.Node) -> Any:
         if not self.on_meta and self._costly():
@@ -45,7 +47,11 @@ class _ShapeRecorder(fx.Interpreter):
             for key, value in self.env.items():
                 self.env[key] = to_meta(value)
             self.on_meta = True
-        result = super().run_node(node)
+        if self.on_meta:
+            values = self.fetch_args_kwargs_from_env(node)
+            result = remembered(self.meta_results, node.op, node.target, values, lambda: super().run_node(node))
+        else:
+            result = super().run_node(node)
         self.nodes_run += 1
         tensor_meta = _tensor_meta(result)
         if tensor_meta is not None:

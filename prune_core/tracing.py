@@ -20,6 +20,7 @@ import torch
 from torch import fx, nn
 
 from prune_core import ops
+from prune_core.meta_results import remembered
 from prune_core.module_state import attributes_kept, on_meta, put_back, saved_attributes, to_meta
 
 
@@ -110,6 +111,7 @@ class _ShapeTracer(_Tracer):
         self.running = False  # computing an example value: modules run as they are, untraced
         self.examples_missing = False  # an operation could not run on its examples
         self.proxy_cache: dict[str, fx.Proxy] = {}  # fx's cache of get_attr proxies of this trace
+        self.meta_results: dict[Any, Any] = {}  # results of operations on meta examples, by their inputs' shapes
 
     def in_concrete_module(self) -> bool:
         return any(path in self.concrete for path, _ in self.module_stack.values()) or "" in self.concrete
@@ -185,7 +187,11 @@ class _ShapeTracer(_Tracer):
         values = fx.node.map_aggregate((args, kwargs), example)
         if unknown:  # an input is unknown: so is the output
             return None
-        (args, kwargs), self.running = values, True
+        return remembered(self.meta_results, kind, target, values, lambda: self._run(kind, target, *values))
+
+    def _run(self, kind: str, target: Any, args: tuple, kwargs: dict) -> Any:
+        """Run one operation on example values (``None`` where it cannot run on them)."""
+        self.running = True
         try:
             with torch.no_grad():
                 if kind == "call_function":

@@ -87,6 +87,50 @@ def test_modules_with_control_flow_on_shapes_are_traced_with_concrete_shapes_and
         small.train()(x)  # the training-mode branch (dropout) runs on the pruned network
 
 
+class InPlaceShapeBlock(ShapeBranchBlock):
+    """A block that also changes a view's shape in place (``unsqueeze_``): the one kind of operation
+    whose result is not a function of its inputs' shapes alone."""
+
+    def forward(self, x):
+        y = super().forward(x).flatten(2)
+        y.unsqueeze_(1)
+        return y.squeeze(1).reshape(x.shape)
+
+
+class RepeatedShapeBlocks(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+        self.blocks = nn.Sequential(ShapeBranchBlock(), InPlaceShapeBlock(), ShapeBranchBlock(), InPlaceShapeBlock())
+
+    def forward(self, x):
+        return self.head(self.blocks(F.relu(self.stem(x))).mean((2, 3)))
+
+
+def test_operations_repeated_on_meta_examples_are_computed_once_and_trace_as_before(monkeypatch):
+    """Repeated blocks traced with concrete shapes on meta examples: each distinct operation runs once,
+    in-place ones every time, and the graph is the one computing every operation gives."""
+    from prune_core import meta_results, tracing
+
+    model, x = RepeatedShapeBlocks(), torch.randn(2, 3, 6, 6)
+    runs = {}
+    for remember in (True, False):
+        computed = []
+
+        def counting(results, kind, target, values, compute, remember=remember, computed=computed):
+            count = lambda: computed.append(target) or compute()  # noqa: E731
+            return meta_results.remembered(results, kind, target, values, count) if remember else count()
+
+        monkeypatch.setattr(tracing, "remembered", counting)
+        gm, kept = tracing.trace(model, (x,))
+        runs[remember] = gm.code, kept, computed
+    (code, kept, computed), (code_all, kept_all, computed_all) = runs[True], runs[False]
+    assert code == code_all and kept == kept_all
+    assert len(computed) < 0.7 * len(computed_all)  # the repeats of blocks 1 and 2 run only their in-place op
+    assert computed.count("unsqueeze_") == computed_all.count("unsqueeze_") == 2
+    prune_twice_and_check(model, x)
+
+
 class SamePadConv(nn.Conv2d):
     """timm's Conv2dSame: the padding computed from the input's size, with a test on it."""
 
@@ -219,6 +263,46 @@ def test_every_instance_that_fails_with_concrete_shapes_is_kept_whole_without_a_
     pnet, small = prune_twice_and_check(copy.deepcopy(model), x)
     assert all(conv.out_channels < 16 for conv in small.expand)
     assert all(not isinstance(block.positions, torch.fx.Proxy) for block in pnet.model.blocks)
+
+
+class CachesInADict(nn.Module):
+    """timm's EfficientViT attention in miniature: a tensor computed once per key and kept in a dict
+    the module owns (its key, under tracing, the text of a proxy)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.scale, self.cache = nn.Conv2d(8, 8, 1), nn.Parameter(torch.rand(8, 1, 1) + 0.5), {}
+
+    def forward(self, x):
+        key = str(x.shape[-1])
+        if key not in self.cache:
+            self.cache[key] = self.scale * 2
+        return self.conv(x) * self.cache[key]
+
+
+class ShapeBranch(nn.Module):
+    """Python control flow on a shape: fx stops here, and the model is traced again with concrete shapes."""
+
+    def forward(self, x):
+        return x * 2 if x.shape[-1] % 2 == 0 else x
+
+
+class DictCacheThenShapeBranch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.cached, self.branch = nn.Conv2d(3, 8, 3, padding=1), CachesInADict(), ShapeBranch()
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.branch(F.relu(self.cached(F.relu(self.stem(x)))))).mean((2, 3))
+
+
+def test_what_a_forward_puts_in_a_dict_it_owns_is_dropped_with_the_failed_trace():
+    """The first trace's entries in a module's own dict are gone when the model is traced again: no
+    proxy of an abandoned graph is read back into the next one, and the dict is the user's again."""
+    model, x = DictCacheThenShapeBranch(), torch.randn(2, 3, 6, 6)
+    pnet, _ = prune_twice_and_check(copy.deepcopy(model), x)
+    assert model.cached.cache == {} and not any(isinstance(v, torch.fx.Proxy) for v in pnet.model.cached.cache.values())
 
 
 class TwoConvs(nn.Module):
