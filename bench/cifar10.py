@@ -2,7 +2,7 @@
 
 MATLAB's example prunes a 0.27 M-learnable residual network by 55.36%, accuracy 90.24% -> 87.36%.
 Here the built-in ``resnet20`` (272,474 learnables) on the CIFAR-10 copy in ``../shared/data``
-(JPEG, ImageFolder layout), with random-crop and flip augmentation. The default budget is a
+(JPEG, ImageFolder layout), with random-crop and flip augmentation (``augment="crop_flip"``). The default budget is a
 reduced one that fits 2 CPU cores; ``--budget full`` is the GPU schedule.
 
     tar -xzf ../shared/data/cifar10-jpeg.tar.gz -C ~/.cache/datasets   # once; or set CIFAR10_JPEG
@@ -20,36 +20,14 @@ from functools import cache, partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from bench import pruning
+from bench.experiments import experiment_config
 from prune_core.data import ImageTensorDataset, build_data
 from prune_core.models import resnet20
 
 ROOT = Path(os.environ.get("CIFAR10_JPEG", "~/.cache/datasets/cifar10-jpeg")).expanduser()
 VAL_SAMPLES = 5000
-
-
-class Augmented(Dataset):
-    """Random crops of the 4-pixel zero-padded image and horizontal flips (the usual CIFAR recipe).
-
-    Draws from torch's global generator, which the training loop seeds.
-    """
-
-    def __init__(self, base: Dataset, pad: int = 4) -> None:
-        self.base, self.pad = base, pad
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.base[index]
-        if torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        h, w = x.shape[-2:]
-        top, left = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
-        return F.pad(x, (self.pad,) * 4)[:, top : top + h, left : left + w], y
 
 
 @cache
@@ -61,9 +39,9 @@ def splits(train_samples: int, root: Path = ROOT) -> pruning.Splits:
     stats = tuple(tuple(s.flatten().tolist()) for s in stats)
     if train_samples > len(labels) - VAL_SAMPLES:
         raise ValueError(f"train_samples={train_samples}: at most {len(labels) - VAL_SAMPLES} are available")
-    train = ImageTensorDataset(images[:train_samples], labels[:train_samples], stats)
+    train = ImageTensorDataset(images[:train_samples], labels[:train_samples], stats, augment="crop_flip")
     val = ImageTensorDataset(images[-VAL_SAMPLES:], labels[-VAL_SAMPLES:], stats)
-    return Augmented(train), val, bundle.val
+    return train, val, bundle.val
 
 
 @cache
@@ -72,26 +50,42 @@ def synthetic_splits() -> pruning.Splits:
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 10, (96,), generator=gen)
-    data = ImageTensorDataset(images, labels, ((0.5,) * 3, (0.25,) * 3))
-    return Augmented(data), data, data
+    stats = ((0.5,) * 3, (0.25,) * 3)
+    data = ImageTensorDataset(images, labels, stats)
+    return ImageTensorDataset(images, labels, stats, augment="crop_flip"), data, data
 
 
-def task(train_samples: int = 20000, baseline_epochs: int = 15, finetune_epochs: int = 3) -> pruning.Task:
-    """SGD with momentum 0.9, weight decay 5e-4, batch 128; baseline at 0.1, then 0.01 and 0.001
-    for the last fifth and tenth of its epochs; fine-tuning at 0.01."""
-    low, lowest = baseline_epochs // 5, baseline_epochs // 10
+def task(
+    train_samples: int | None = None,
+    baseline_epochs: int | None = None,
+    finetune_epochs: int | None = None,
+    experiment: str = "cifar10_resnet20",
+) -> pruning.Task:
+    """The setup of ``conf/experiment/<experiment>.yaml`` (the sweep's own), its sizes changed where given:
+    SGD with momentum 0.9, weight decay 5e-4, batch 128, fine-tuning at 0.01. The baseline trains at
+    ``finetune.baseline_learn_rate`` (0.1), then a tenth and a hundredth of it for the last fifth and tenth
+    of its epochs (the sweep anneals it instead)."""
+    cfg = experiment_config(experiment)
+    data, finetune, prune = cfg["data"], cfg["finetune"], cfg["prune"]
+    train_samples = train_samples or data["max_train_samples"]
+    baseline_epochs = baseline_epochs or finetune["baseline_epochs"]
+    low, lowest, learn_rate = baseline_epochs // 5, baseline_epochs // 10, finetune["baseline_learn_rate"]
     return pruning.Task(
         name="cifar10",
         model=resnet20,
         splits=partial(splits, train_samples),
-        anchor_goal=0.55,
-        baseline_stages=((0.1, baseline_epochs - low - lowest), (0.01, low), (0.001, lowest)),
-        finetune_learn_rate=0.01,
-        finetune_epochs=finetune_epochs,
-        increment=0.1,
-        solver="sgdm",
-        l2_regularization=5e-4,
-        batch=128,
+        anchor_goal=prune["learnables_reduction_goal"],
+        baseline_stages=(
+            (learn_rate, baseline_epochs - low - lowest),
+            (learn_rate / 10, low),
+            (learn_rate / 100, lowest),
+        ),
+        finetune_learn_rate=finetune["initial_learn_rate"],
+        finetune_epochs=finetune_epochs or finetune["max_epochs"],
+        increment=prune["learnables_reduction_increment"],
+        solver=finetune["solver"],
+        l2_regularization=finetune["l2_regularization"],
+        batch=finetune["mini_batch_size"],
     )
 
 
@@ -107,9 +101,9 @@ def reduced_retrain_task() -> pruning.Task:
 
 
 def subset_task() -> pruning.Task:
-    """The ablation's CIFAR-10 subset: 5,000 training images, 1 fine-tuning epoch and 20% of the
-    learnables per iteration."""
-    return replace(task(train_samples=5000, finetune_epochs=1), name="cifar10_subset", increment=0.2)
+    """The ablation's CIFAR-10 subset (``conf/experiment/cifar10_subset.yaml``): 5,000 training images, 1
+    fine-tuning epoch and 20% of the learnables per iteration."""
+    return replace(task(experiment="cifar10_subset"), name="cifar10_subset")
 
 
 def full_task() -> pruning.Task:

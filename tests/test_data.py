@@ -14,7 +14,7 @@ import torch
 import torchvision.datasets
 from PIL import Image
 
-from prune_core.data import DATASETS, DataBundle, build_data, imagefolder
+from prune_core.data import DATASETS, DataBundle, ImageTensorDataset, build_data, imagefolder
 from prune_core.data import build as data_build
 
 CIFAR_MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(3, 1, 1)
@@ -109,6 +109,30 @@ def test_cifar10_values_normalisation_and_labels(fake_cifar):
 
     split = build_data({"name": "cifar10", "root": str(fake_cifar), "val_fraction": 0.25, "max_val_samples": 3})
     assert (len(split.train), len(split.val)) == (15, 3)
+
+
+def test_crop_flip_serves_training_images_as_crops_of_the_padded_image_or_its_mirror(fake_cifar):
+    """``augment=crop_flip``: every training image served is a 32x32 crop of the normalised image padded by 4
+    zero pixels, or of its mirror, and they vary; the validation images are served as they are."""
+    cfg = {"name": "cifar10", "root": str(fake_cifar), "val_fraction": None}
+    plain, augmented = build_data(cfg), build_data({**cfg, "augment": "crop_flip"})
+    image = plain.train[3][0]
+    padded = [torch.nn.functional.pad(x, (4,) * 4) for x in (image, image.flip(-1))]
+    crops = [p[:, i : i + 32, j : j + 32] for p in padded for i in range(9) for j in range(9)]
+    torch.manual_seed(0)
+    outputs = [augmented.train[3][0] for _ in range(40)]
+    assert all(any(torch.equal(out, crop) for crop in crops) for out in outputs)
+    assert len({tuple(out.flatten().tolist()) for out in outputs}) > 5  # it does vary
+    assert torch.equal(_all(augmented.val)[0], _all(plain.val)[0])
+    ramp = ImageTensorDataset(
+        torch.arange(192, dtype=torch.uint8).view(1, 3, 8, 8), torch.zeros(1), ((0,) * 3, (1,) * 3)
+    )
+    image = ramp[0][0]
+    mirrored = [
+        torch.nn.functional.pad(image.flip(-1), (4,) * 4)[:, i : i + 8, j : j + 8] for i in range(9) for j in range(9)
+    ]
+    ramp = ImageTensorDataset(ramp.images, ramp.labels, ((0,) * 3, (1,) * 3), augment="crop_flip")
+    assert any(any(torch.equal(ramp[0][0], crop) for crop in mirrored) for _ in range(20))  # flipped at times
 
 
 def test_cifar10_download_failure_is_a_clear_error(tmp_path, monkeypatch):
@@ -263,6 +287,11 @@ BAD = {
     "max_val bool": ({"name": "digits", "max_val_samples": True}, "data.max_val_samples"),
     "num_samples": ({"name": "mnist1d", "num_samples": 5}, "data.num_samples"),
     "image_size": ({"name": "imagefolder", "root": "{good}", "val_fraction": 0.5, "image_size": 0}, "data.image_size"),
+    "augment unknown": (
+        {"name": "imagefolder", "root": "{good}", "val_fraction": 0.5, "augment": "flip"},
+        "data.augment",
+    ),
+    "augment not images": ({"name": "digits", "augment": "crop_flip"}, "data.augment"),
 }
 
 

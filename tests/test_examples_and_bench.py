@@ -93,16 +93,30 @@ def test_cifar10_benchmark_smoke():
     assert results["budget"]["anchor_goal"] == 0.55
 
 
-def test_cifar10_augmentation_is_a_crop_of_the_padded_image_or_its_mirror():
-    from bench.cifar10 import Augmented
+@pytest.mark.parametrize("experiment", ["cifar10_resnet20", "cifar10_subset"])
+def test_cifar10_benchmark_runs_the_setup_of_the_sweeps_experiment_config(experiment):
+    """bench.cifar10's anchor and subset tasks are conf/experiment's setups, what `prune-sweep +experiment=...` runs."""
+    from bench import cifar10
+    from tests.sweep_helpers import compose_config
 
-    image = torch.arange(3 * 8 * 8, dtype=torch.float32).view(3, 8, 8) + 1
-    padded = [torch.nn.functional.pad(x, (2,) * 4) for x in (image, image.flip(-1))]
-    crops = [p[:, i : i + 8, j : j + 8] for p in padded for i in range(5) for j in range(5)]
-    torch.manual_seed(0)
-    outputs = [Augmented([(image, 0)], pad=2)[0][0] for _ in range(40)]
-    assert all(any(torch.equal(out, crop) for crop in crops) for out in outputs)
-    assert len({tuple(out.flatten().tolist()) for out in outputs}) > 5  # it does vary
+    task = cifar10.task() if experiment == "cifar10_resnet20" else cifar10.subset_task()
+    cfg = compose_config(f"+experiment={experiment}")
+    data, finetune, prune = cfg["data"], cfg["finetune"], cfg["prune"]
+    assert cfg["model"]["name"] == task.model.__name__ and data["augment"] == "crop_flip"
+    assert task.splits.args == (data["max_train_samples"],)
+    assert (task.anchor_goal, task.increment) == (
+        prune["learnables_reduction_goal"],
+        prune["learnables_reduction_increment"],
+    )
+    assert (task.solver, task.l2_regularization, task.batch, task.finetune_learn_rate, task.finetune_epochs) == (
+        finetune["solver"],
+        finetune["l2_regularization"],
+        finetune["mini_batch_size"],
+        finetune["initial_learn_rate"],
+        finetune["max_epochs"],
+    )
+    assert sum(epochs for _, epochs in task.baseline_stages) == finetune["baseline_epochs"]
+    assert task.baseline_stages[0][0] == finetune["baseline_learn_rate"]
 
 
 def test_baseline_is_cached_on_disk_per_budget():

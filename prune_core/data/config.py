@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from prune_core.checks import is_int, is_number
+from prune_core.data.bundle import AUGMENTATIONS
 from prune_core.data.errors import bad_value
 from prune_core.data.torchvision_sets import TORCHVISION
 
 DATASETS: tuple[str, ...] = ("digits", "mnist1d", "cifar10", "mnist", "fashion_mnist", "imagefolder")
+IMAGE_DATASETS = (*TORCHVISION, "imagefolder")
 DEFAULT_CACHE_DIR = "~/.cache/taylor-prune"
 
 
@@ -35,6 +37,7 @@ class DataOptions:
     mnist1d_seed: int
     image_size: int | None
     grayscale_to_rgb: bool
+    augment: str
     cache_dir: Path
 
 
@@ -50,6 +53,15 @@ def _int(cfg: Mapping[str, Any], key: str, default: int) -> int:
     if not is_int(value):
         raise bad_value(key, value, "use an integer")
     return value
+
+
+def _augment(cfg: Mapping[str, Any], name: str) -> str:
+    augment = cfg.get("augment", "none")
+    if augment not in AUGMENTATIONS:
+        raise bad_value("augment", augment, f"use one of {', '.join(AUGMENTATIONS)}")
+    if augment != "none" and name not in IMAGE_DATASETS:
+        raise bad_value("augment", augment, f"data.name={name!r} is not images; use none, or an image data set")
+    return augment
 
 
 def folder_path(value: Any) -> Path | None:
@@ -83,6 +95,7 @@ def parse_data_config(cfg: Mapping[str, Any]) -> DataOptions:
         mnist1d_seed=_int(cfg, "mnist1d_seed", 42),
         image_size=image_size,
         grayscale_to_rgb=bool(cfg.get("grayscale_to_rgb", False)),
+        augment=_augment(cfg, name),
         cache_dir=folder_path(cfg.get("cache_dir") or DEFAULT_CACHE_DIR),
     )
     if name in TORCHVISION or name == "imagefolder":

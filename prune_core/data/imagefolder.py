@@ -123,4 +123,4 @@ def imagefolder_bundle(opts: DataOptions) -> DataBundle:
     train = load_folder(opts.root, classes, samples, opts)
     test = None if val_scan is None else load_folder(opts.val_root, *val_scan, opts)
     train, val = split_pairs(train, test, opts)
-    return image_bundle(train, val, len(classes), _channel_stats(train[0]), opts.grayscale_to_rgb)
+    return image_bundle(train, val, len(classes), _channel_stats(train[0]), opts.grayscale_to_rgb, opts.augment)

@@ -64,4 +64,4 @@ def torchvision_bundle(opts: DataOptions) -> DataBundle:
     spec = TORCHVISION[opts.name]
     train, num_classes = _loadtorchvision_bundle(opts, spec, train=True)
     test = _loadtorchvision_bundle(opts, spec, train=False)[0] if opts.val_fraction is None else None
-    return image_bundle(*split_pairs(train, test, opts), num_classes, spec.stats, opts.grayscale_to_rgb)
+    return image_bundle(*split_pairs(train, test, opts), num_classes, spec.stats, opts.grayscale_to_rgb, opts.augment)

@@ -1,0 +1,19 @@
+"""The named setups of ``conf/experiment/`` (what ``prune-sweep +experiment=<name>`` runs), as the benchmarks
+read them: one place holds each setup's model, data, budget and goal."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+
+@cache
+def experiment_config(name: str) -> dict[str, Any]:
+    """The composed sweep config of ``+experiment=<name>``, as plain values (read it, do not change it)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from sweeps.names import CONFIG_DIR
+
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=[f"+experiment={name}"]), resolve=True)
