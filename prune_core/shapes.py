@@ -47,16 +47,21 @@ class _ShapeRecorder(fx.Interpreter):
             for key, value in self.env.items():
                 self.env[key] = to_meta(value)
             self.on_meta = True
+        run = super().run_node
         if self.on_meta:
             values = self.fetch_args_kwargs_from_env(node)
-            result = remembered(self.meta_results, node.op, node.target, values, lambda: super().run_node(node))
+            result = remembered(self.meta_results, node.op, node.target, values, lambda: run(node))
         else:
-            result = super().run_node(node)
+            result = run(node)
         self.nodes_run += 1
         tensor_meta = _tensor_meta(result)
         if tensor_meta is not None:
             node.meta["tensor_meta"] = tensor_meta
         return result
+
+    def placeholder(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        value = super().placeholder(target, args, kwargs)
+        return to_meta(value) if self.on_meta else value  # an input read after the move to meta tensors
 
     def _costly(self) -> bool:
         if self.stack is None:

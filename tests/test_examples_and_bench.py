@@ -119,6 +119,14 @@ def test_cifar10_benchmark_runs_the_setup_of_the_sweeps_experiment_config(experi
     assert task.baseline_stages[0][0] == finetune["baseline_learn_rate"]
 
 
+def test_analysis_time_benchmark_times_every_run_in_a_fresh_process():
+    from bench import analysis_time
+
+    times = analysis_time.main(["torchvision:resnet18", "--runs", "1"])
+    assert list(times) == ["torchvision:resnet18"] and len(times["torchvision:resnet18"]) == 1
+    assert all(0 < t < 120 for t in times["torchvision:resnet18"])
+
+
 def test_baseline_is_cached_on_disk_per_budget():
     from dataclasses import replace
 

@@ -52,7 +52,10 @@ def test_shape_runs_on_meta_tensors_find_what_real_ones_find(monkeypatch, build,
     force_shape_runs(monkeypatch, on_meta=False)
     real = TaylorPrunableNetwork(model, x)
     force_shape_runs(monkeypatch, on_meta=True)
+    recorders, recorder = [], shapes._ShapeRecorder
+    monkeypatch.setattr(shapes, "_ShapeRecorder", lambda gm, stack: recorders.append(stack) or recorder(gm, stack))
     meta = TaylorPrunableNetwork(model, x)
+    assert recorders and None not in recorders  # the run stayed on meta tensors: no second run on real ones
     assert (real.graph.costly_forward, meta.graph.costly_forward) == (False, True)
     assert analysis(meta) == analysis(real)
     assert meta_tensors_left(meta.model) == [] and meta_tensors_left(model) == []
