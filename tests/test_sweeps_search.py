@@ -11,7 +11,7 @@ import torch
 from mlflow import MlflowClient
 
 from sweeps import tracking
-from sweeps.report import hypervolume, pareto_front, violations
+from sweeps.report import hypervolume, pareto_front, sort_trials, violations
 from sweeps.runner import run_sweep
 from sweeps.schema import SweepContext
 from sweeps.search import STOPPED_EARLY, align_trial_count, early_stop_recorder, search_algorithm
@@ -34,8 +34,10 @@ def _trials() -> pd.DataFrame:
 
 def test_front_of_two_and_three_objectives_leaves_out_infeasible_trials():
     table = _trials()
-    # t4 dominates everything but breaks a budget; t1 and t2 tie on accuracy and learnables: the first is kept
-    assert list(pareto_front(table)["trial"]) == ["t1", "t3", "t0"]
+    # t4 dominates everything but breaks a budget; t1 and t2 tie on accuracy and learnables: the one sort_trials
+    # puts first is kept, t2 with fewer MACs (not t1, the first row)
+    assert list(pareto_front(table)["trial"]) == ["t2", "t3", "t0"]
+    assert sort_trials(table[table["trial"].isin(["t1", "t2"])], "val_accuracy", "max")["trial"].tolist() == ["t2", "t1"]
     three = pareto_front(table, {"val_accuracy": "max", "learnables": "min", "macs": "min"})
     assert set(three["trial"]) == {"t0", "t2", "t3"}  # t2 has t1's accuracy and learnables in fewer MACs
     assert list(pareto_front(table.assign(feasible=True))["trial"]) == ["t4"]
