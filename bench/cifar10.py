@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from bench import pruning
-from bench.experiments import experiment_config
+from bench.experiments import experiment_config, task_settings
 from prune_core.data import ImageTensorDataset, build_data
 from prune_core.models import resnet20
 
@@ -66,7 +66,7 @@ def task(
     ``finetune.baseline_learn_rate`` (0.1), then a tenth and a hundredth of it for the last fifth and tenth
     of its epochs (the sweep anneals it instead)."""
     cfg = experiment_config(experiment)
-    data, finetune, prune = cfg["data"], cfg["finetune"], cfg["prune"]
+    data, finetune = cfg["data"], cfg["finetune"]
     train_samples = train_samples or data["max_train_samples"]
     baseline_epochs = baseline_epochs or finetune["baseline_epochs"]
     low, lowest, learn_rate = baseline_epochs // 5, baseline_epochs // 10, finetune["baseline_learn_rate"]
@@ -74,18 +74,12 @@ def task(
         name="cifar10",
         model=resnet20,
         splits=partial(splits, train_samples),
-        anchor_goal=prune["learnables_reduction_goal"],
         baseline_stages=(
             (learn_rate, baseline_epochs - low - lowest),
             (learn_rate / 10, low),
             (learn_rate / 100, lowest),
         ),
-        finetune_learn_rate=finetune["initial_learn_rate"],
-        finetune_epochs=finetune_epochs or finetune["max_epochs"],
-        increment=prune["learnables_reduction_increment"],
-        solver=finetune["solver"],
-        l2_regularization=finetune["l2_regularization"],
-        batch=finetune["mini_batch_size"],
+        **task_settings(cfg, finetune_epochs),
     )
 
 

@@ -2,7 +2,8 @@
 
 MATLAB's 1-D example compresses a Conv1d sequence classifier to its maximum: 79.6% fewer
 learnables. Here the built-in ``mnist1d_cnn`` (Conv1d) on MNIST-1D (generated offline, the
-published seed): train a baseline per seed, then ``compress_network`` it.
+published seed), set up as ``conf/experiment/mnist1d_anchor.yaml``: train a baseline per seed, then
+``compress_network`` it.
 
     python -m bench.mnist1d anchor      # goal 0.8: >= 80% fewer learnables, <= 1.0 point test drop
     python -m bench.mnist1d ablation    # taylor vs l1 vs random at 30/50/70% reduction
@@ -19,6 +20,7 @@ from functools import cache, partial
 import torch
 
 from bench import pruning
+from bench.experiments import experiment_config, task_settings
 from prune_core.data import load_mnist1d_tensors
 from prune_core.models import SequenceCNN
 
@@ -31,17 +33,26 @@ def splits(samples: int) -> pruning.Splits:
     return (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:]), (x_test, y_test)
 
 
-def task(samples: int = 5000, width: int = 64, baseline_epochs: int = 60, finetune_epochs: int = 4) -> pruning.Task:
-    """Adam throughout; the baseline trains most epochs at 2e-3 and the last sixth at 2e-4."""
+def task(
+    samples: int | None = None,
+    width: int | None = None,
+    baseline_epochs: int | None = None,
+    finetune_epochs: int | None = None,
+) -> pruning.Task:
+    """The setup of ``conf/experiment/mnist1d_anchor.yaml`` (the sweep's own), its sizes changed where given:
+    Adam throughout; the baseline trains most epochs at ``finetune.baseline_learn_rate`` (2e-3) and the last
+    sixth at a tenth of it (the sweep keeps it constant)."""
+    cfg = experiment_config("mnist1d_anchor")
+    finetune = cfg["finetune"]
+    baseline_epochs = baseline_epochs or finetune["baseline_epochs"]
+    learn_rate, low = finetune["baseline_learn_rate"], baseline_epochs // 6
     return pruning.Task(
         name="mnist1d",
-        model=partial(SequenceCNN, width=width),
-        splits=partial(splits, samples),
-        anchor_goal=0.8,
-        baseline_stages=((2e-3, baseline_epochs - baseline_epochs // 6), (2e-4, baseline_epochs // 6)),
-        finetune_learn_rate=5e-4,
-        finetune_epochs=finetune_epochs,
-        increment=0.1,
+        model=partial(SequenceCNN, width=width or cfg["model"]["width"]),
+        splits=partial(splits, samples or cfg["data"]["num_samples"]),
+        baseline_stages=((learn_rate, baseline_epochs - low), (learn_rate / 10, low)),
+        finetune_schedule=finetune["learn_rate_schedule"],
+        **task_settings(cfg, finetune_epochs),
     )
 
 

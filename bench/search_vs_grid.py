@@ -8,7 +8,7 @@ unpruned network and the ideal that the front dominates) come from the sweep its
 each sweep is measured around ``run_sweep``.
 
     python -m bench.search_vs_grid                      # 3 seeds x 16 trials: bench/results/search_vs_grid.json
-    python -m bench.search_vs_grid --smoke              # 1 seed x 4 trials on 160 digits: search_vs_grid_smoke.json
+    python -m bench.search_vs_grid --smoke              # 1 seed x 4 trials on 160 digits, no report
 """
 
 from __future__ import annotations
@@ -100,8 +100,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=16, help="trials per sweep (a multiple of 4)")
-    parser.add_argument("--name", default=None, help="report name (default search_vs_grid[_smoke])")
-    parser.add_argument("--smoke", action="store_true", help="1 seed, 4 trials per sweep, the tests' tiny digits")
+    parser.add_argument("--name", default="search_vs_grid", help="report name")
+    parser.add_argument(
+        "--smoke", action="store_true", help="1 seed, 4 trials per sweep, the tests' tiny digits, no report"
+    )
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--merge", action="store_true", help="keep the report's runs of the other arms")
     args = parser.parse_args(argv)
@@ -116,11 +118,12 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"seed {seed} {arm}: hypervolume {runs[-1]['hypervolume']:.4f} in {runs[-1]['seconds']:.0f} s")
     ray.shutdown()
     results = {"trials_per_sweep": args.trials, "goals": GOALS, "increments": INCREMENTS, "runs": runs}
-    name = args.name or ("search_vs_grid_smoke" if args.smoke else "search_vs_grid")
-    if args.merge and (RESULTS / f"{name}.json").is_file():
-        earlier = json.loads((RESULTS / f"{name}.json").read_text())["results"]["runs"]
+    if args.smoke:
+        return results
+    if args.merge and (RESULTS / f"{args.name}.json").is_file():
+        earlier = json.loads((RESULTS / f"{args.name}.json").read_text())["results"]["runs"]
         results["runs"] = [run for run in earlier if run["arm"] not in args.arms] + runs
-    write_report(name, torch.device("cpu"), results)
+    write_report(args.name, torch.device("cpu"), results)
     return results
 
 

@@ -34,6 +34,8 @@ class Baseline:
 def baseline_key(config: SweepConfig) -> str:
     """Hash of everything that determines the baseline weights: model, data and how it is trained."""
     model = {"name": config.model.name, "checkpoint": config.model.checkpoint}
+    if config.model.width is not None:  # the key of a model at its own width is the one it had before model.width
+        model["width"] = config.model.width
     training = config.finetune.training_fields(baseline=True)
     blob = json.dumps({"model": model, "data": config.data, "training": training}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

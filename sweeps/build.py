@@ -24,7 +24,7 @@ def make_model(config: SweepConfig, data: DataBundle) -> nn.Module:
             f"gives inputs of shape {tuple(data.input_shape)}; use 3-channel data (e.g. data.grayscale_to_rgb=true) "
             "or a built-in model."
         )
-    return build_model(name, num_classes=data.num_classes, in_channels=in_channels)
+    return build_model(name, num_classes=data.num_classes, in_channels=in_channels, width=config.model.width)
 
 
 def example_batch(data: DataBundle, size: int = 2) -> torch.Tensor:

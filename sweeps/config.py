@@ -30,7 +30,7 @@ from prune_core.checks import (
     writable_folder,
 )
 from prune_core.data import DATASETS
-from prune_core.models.registry import check_model_name
+from prune_core.models.registry import check_model_name, check_width
 from prune_core.options import LEARN_RATE_SCHEDULES, SOLVERS
 from sweeps.report import ITERATION_METRICS, OBJECTIVE_METRICS
 
@@ -146,6 +146,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "name": _string,
     "verbose": boolean,
     "model.name": check_model_name,
+    "model.width": _optional(positive_int),
     "data.name": _choice(DATASETS),
     "prune.learnables_reduction_goal": _optional(fraction),
     "prune.learnables_reduction_increment": fraction,
@@ -206,6 +207,10 @@ def check_groups(cfg: dict) -> None:
     :func:`sweeps.sweep_checks.validate_values` checks); the first offending key raises ConfigError."""
     for key, check in RULES.items():
         _check(key, get_path(cfg, key), check)
+    try:
+        check_width("model.width", cfg["model"]["name"], cfg["model"]["width"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if not isinstance(get_path(cfg, "finetune.device"), str):
         raise ConfigError(f"finetune.device={cfg['finetune']['device']!r} is not allowed; use auto, cpu or cuda.")
     floor = cfg["finetune"]["learn_rate_floor"]

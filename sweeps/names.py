@@ -36,6 +36,7 @@ ADDED_IN = {
     + ("scheduler_metric", "grace_period", "reduction_factor"),
     "tracking/local.yaml": ("register_best", "system_metrics"),
     "ray/local.yaml": ("workers_per_trial", "cpus_per_worker", "gpus_per_worker"),
+    "model/digits_cnn.yaml": ("width",),
 }
 """Keys added since the previous release, by the config file (``<group>/<option>.yaml``) holding their defaults."""
 

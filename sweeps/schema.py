@@ -31,6 +31,7 @@ class ModelSection:
     """``model``: which network, its trained weights, and named subsets of its layers."""
 
     name: str
+    width: int | None
     checkpoint: str | None
     layer_subsets: dict[str, Any]
 

@@ -93,17 +93,31 @@ def test_cifar10_benchmark_smoke():
     assert results["budget"]["anchor_goal"] == 0.55
 
 
-@pytest.mark.parametrize("experiment", ["cifar10_resnet20", "cifar10_subset"])
-def test_cifar10_benchmark_runs_the_setup_of_the_sweeps_experiment_config(experiment):
-    """bench.cifar10's anchor and subset tasks are conf/experiment's setups, what `prune-sweep +experiment=...` runs."""
-    from bench import cifar10
+@pytest.mark.parametrize(
+    ("experiment", "task_name", "samples_key"),
+    [
+        ("cifar10_resnet20", "cifar10.task", "max_train_samples"),
+        ("cifar10_subset", "cifar10.subset_task", "max_train_samples"),
+        ("mnist1d_anchor", "mnist1d.task", "num_samples"),
+    ],
+)
+def test_benchmark_tasks_run_the_setup_of_the_sweeps_experiment_config(experiment, task_name, samples_key):
+    """bench's anchor and subset tasks are conf/experiment's setups, what `prune-sweep +experiment=...` runs."""
+    import importlib
+
+    from prune_core.models import build_model
     from tests.sweep_helpers import compose_config
 
-    task = cifar10.task() if experiment == "cifar10_resnet20" else cifar10.subset_task()
+    module, builder = task_name.split(".")
+    task = getattr(importlib.import_module(f"bench.{module}"), builder)()
     cfg = compose_config(f"+experiment={experiment}")
     data, finetune, prune = cfg["data"], cfg["finetune"], cfg["prune"]
-    assert cfg["model"]["name"] == task.model.__name__ and data["augment"] == "crop_flip"
-    assert task.splits.args == (data["max_train_samples"],)
+    swept = build_model(cfg["model"]["name"], width=cfg["model"]["width"])
+    assert {k: v.shape for k, v in task.model().state_dict().items()} == {
+        k: v.shape for k, v in swept.state_dict().items()
+    }
+    assert task.splits.args == (data[samples_key],)
+    assert data.get("augment", "none") == ("crop_flip" if module == "cifar10" else "none")  # the bench's own
     assert (task.anchor_goal, task.increment) == (
         prune["learnables_reduction_goal"],
         prune["learnables_reduction_increment"],
@@ -196,9 +210,10 @@ def test_baseline_key_is_the_same_when_the_task_module_runs_as_main(monkeypatch,
     assert pruning._builder_key(splits) == pruning._builder_key(cifar10.splits)
 
 
-def test_search_vs_grid_benchmark_smoke():
+def test_search_vs_grid_benchmark_smoke(monkeypatch):
     from bench import search_vs_grid
 
+    monkeypatch.setattr(search_vs_grid, "write_report", lambda *args: pytest.fail("a smoke run wrote a report"))
     results = search_vs_grid.main(["--smoke"])
     arms = {run["arm"]: run for run in results["runs"]}
     assert set(arms) == {"grid", "search", "search_asha", "search_seeded"}

@@ -1,6 +1,7 @@
 """Sweep config: composition, grid, validation errors that name the key, before any Ray or MLflow work."""
 
 import pytest
+import torch
 
 from sweeps.config import ConfigError, with_overrides
 from sweeps.config import layer_names_for as resolve
@@ -44,6 +45,8 @@ def test_default_config_is_a_grid_of_six_valid_trials():
         ("finetune.carry_optimizer_state=maybe", "finetune.carry_optimizer_state"),
         ("finetune.learn_rate_drop_factor=2", "finetune.learn_rate_drop_factor"),
         ("model.name=resnet21", "model.name"),
+        ("model.width=0", "model.width"),
+        ("model=resnet20 model.width=64", "model.width=64 is set for model 'resnet20', which has a fixed width"),
         ("ray.gpus_per_trial=-1", "ray.gpus_per_trial"),
         ("ray.max_concurrent_trials=0", "ray.max_concurrent_trials"),
         ("sweep.seeds=[]", "sweep.seeds"),
@@ -84,6 +87,16 @@ def test_data_that_does_not_fit_the_model_is_rejected():
         validate(compose_config("model=mnist1d_cnn", "model.layer_subsets={}"))
     with pytest.raises(ConfigError, match="3-channel"):
         validate(compose_config("model=torchvision", "model.name=resnet18"))
+
+
+def test_model_width_sets_the_channels_of_the_built_model():
+    from prune_core.data import build_data
+    from sweeps.build import make_model
+
+    config = typed_config("model.width=16")
+    model = make_model(config, build_data(config.data))
+    assert [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)] == [16, 32, 32]
+    assert make_model(typed_config(), build_data(config.data)).features[0].out_channels == 32  # null: its own
 
 
 def test_missing_data_folder_is_rejected():
@@ -176,7 +189,8 @@ def test_baseline_key_covers_only_what_trains_the_baseline():
     key = baseline_key(typed_config())
     assert baseline_key(typed_config("finetune.max_epochs=3", "finetune.initial_learn_rate=0.02")) == key
     assert baseline_key(typed_config("prune.criterion=l1")) == key
-    for override in ("finetune.baseline_epochs=2", "finetune.learn_rate_schedule=piecewise", "data.name=mnist1d"):
+    overrides = ("finetune.baseline_epochs=2", "finetune.learn_rate_schedule=piecewise", "data.name=mnist1d")
+    for override in (*overrides, "model.width=16"):
         assert baseline_key(typed_config(override)) != key, override
 
 

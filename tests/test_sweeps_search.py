@@ -37,7 +37,10 @@ def test_front_of_two_and_three_objectives_leaves_out_infeasible_trials():
     # t4 dominates everything but breaks a budget; t1 and t2 tie on accuracy and learnables: the one sort_trials
     # puts first is kept, t2 with fewer MACs (not t1, the first row)
     assert list(pareto_front(table)["trial"]) == ["t2", "t3", "t0"]
-    assert sort_trials(table[table["trial"].isin(["t1", "t2"])], "val_accuracy", "max")["trial"].tolist() == ["t2", "t1"]
+    assert sort_trials(table[table["trial"].isin(["t1", "t2"])], "val_accuracy", "max")["trial"].tolist() == [
+        "t2",
+        "t1",
+    ]
     three = pareto_front(table, {"val_accuracy": "max", "learnables": "min", "macs": "min"})
     assert set(three["trial"]) == {"t0", "t2", "t3"}  # t2 has t1's accuracy and learnables in fewer MACs
     assert list(pareto_front(table.assign(feasible=True))["trial"]) == ["t4"]

@@ -19,6 +19,10 @@ BUILTIN_MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+WIDTH_MODELS = ("digits_cnn", "mnist1d_cnn")
+"""Built-in models whose ``width`` (channels of the first conv; the later ones have twice as many) can be set."""
+
+
 def torchvision_model_names() -> list[str]:
     """Names of torchvision's classification models."""
     import torchvision
@@ -49,17 +53,28 @@ def check_model_name(label: str, name: Any) -> None:
     )
 
 
-def build_model(name: str, num_classes: int = 10, in_channels: int | None = None) -> nn.Module:
+def check_width(label: str, name: str, width: int | None) -> None:
+    """ValueError naming ``label`` when a ``width`` is given for a model other than :data:`WIDTH_MODELS`."""
+    if width is not None and name not in WIDTH_MODELS:
+        raise ValueError(
+            f"{label}={width!r} is set for model {name!r}, which has a fixed width; only {', '.join(WIDTH_MODELS)} "
+            "take a width (leave it null for the others)."
+        )
+
+
+def build_model(
+    name: str, num_classes: int = 10, in_channels: int | None = None, width: int | None = None
+) -> nn.Module:
     """A freshly initialised network: a built-in one, or a torchvision classifier (no weights).
 
     ``in_channels`` applies to the built-in networks (default: their own); torchvision models
-    take 3-channel images.
+    take 3-channel images. ``width`` applies to :data:`WIDTH_MODELS` (default: their own, 32).
     """
     check_model_name("name", name)
+    check_width("width", name, width)
     if name in BUILTIN_MODELS:
-        return BUILTIN_MODELS[name](
-            num_classes=num_classes, **({} if in_channels is None else {"in_channels": in_channels})
-        )
+        sizes = {"in_channels": in_channels, "width": width}
+        return BUILTIN_MODELS[name](num_classes=num_classes, **{k: v for k, v in sizes.items() if v is not None})
     if in_channels not in (None, 3):
         raise ValueError(
             f"model {name!r} (torchvision) takes 3-channel images, got in_channels={in_channels!r}; "
