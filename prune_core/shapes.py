@@ -47,12 +47,15 @@ class _ShapeRecorder(fx.Interpreter):
             for key, value in self.env.items():
                 self.env[key] = to_meta(value)
             self.on_meta = True
-        run = super().run_node
         if self.on_meta:
-            values = self.fetch_args_kwargs_from_env(node)
-            result = remembered(self.meta_results, node.op, node.target, values, lambda: run(node))
+            with self._set_current_node(node):
+                args, kwargs = self.fetch_args_kwargs_from_env(node)
+                compute = getattr(self, node.op)
+                result = remembered(
+                    self.meta_results, node.op, node.target, (args, kwargs), lambda: compute(node.target, args, kwargs)
+                )
         else:
-            result = run(node)
+            result = super().run_node(node)
         self.nodes_run += 1
         tensor_meta = _tensor_meta(result)
         if tensor_meta is not None:

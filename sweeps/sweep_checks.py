@@ -12,8 +12,11 @@ from sweeps.config import ConfigError, check_groups, check_value, dotted_keys, f
 from sweeps.report import OBJECTIVE_METRICS
 from sweeps.space import SPACE_TYPES, space_entries
 
-SWEPT_GROUPS = ("prune", "finetune", "model", "data")
+SWEPT_GROUPS = ("prune", "finetune", "data")
 """The config groups a grid axis or a search-space key may set."""
+
+BASELINE_KEYS = ("model.", "data.name", "finetune.baseline_epochs", "finetune.baseline_learn_rate")
+"""Keys (or key prefixes) that define the one baseline every trial of a sweep starts from: not sweepable."""
 
 
 def validate_values(cfg: dict) -> None:
@@ -30,7 +33,14 @@ def validate_values(cfg: dict) -> None:
 
 
 def _check_swept_key(cfg: dict, where: str, key: str) -> None:
-    """``key`` (a grid axis or a space key, under ``where``) is an existing prune/finetune/model/data key."""
+    """``key`` (a grid axis or a space key, under ``where``) is an existing prune/finetune/data key that does not
+    define the sweep's baseline."""
+    if key.startswith(BASELINE_KEYS):
+        raise ConfigError(
+            f"{where}.{key} is not allowed: a sweep trains one baseline (its model, data set and baseline training) "
+            f"and every trial starts from it, so {key} cannot change between trials; run one sweep per value "
+            f"(e.g. prune-sweep {key}=<value>)."
+        )
     if key.split(".")[0] not in SWEPT_GROUPS:
         raise ConfigError(
             f"{where} key {key!r} is not allowed; {where} keys are {', '.join(g + '.*' for g in SWEPT_GROUPS)} keys."

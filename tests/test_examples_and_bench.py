@@ -211,9 +211,9 @@ def test_baseline_key_is_the_same_when_the_task_module_runs_as_main(monkeypatch,
 
 
 def test_search_vs_grid_benchmark_smoke(monkeypatch):
-    from bench import search_vs_grid
+    from bench import common, search_vs_grid
 
-    monkeypatch.setattr(search_vs_grid, "write_report", lambda *args: pytest.fail("a smoke run wrote a report"))
+    monkeypatch.setattr(common, "write_report", lambda *args: pytest.fail("a smoke run wrote a report"))
     results = search_vs_grid.main(["--smoke"])
     arms = {run["arm"]: run for run in results["runs"]}
     assert set(arms) == {"grid", "search", "search_asha", "search_seeded"}
