@@ -276,10 +276,15 @@ def check_output_folders(cfg: dict) -> None:
             raise ConfigError(f"{err.args[0][:-1]} ({existing} is where it would be created).") from None
 
 
+def selects_all_layers(config: SweepConfig) -> bool:
+    """``prune.layers`` is ``all``: :func:`layer_names_for` needs no list of the model's prunable convs."""
+    return config.prune.layers in (None, "all")
+
+
 def layer_names_for(config: SweepConfig, prunable: list[str]) -> list[str] | None:
     """Resolve ``prune.layers`` (all, a named subset, or conv names) against the model's prunable convs."""
     layers, model = config.prune.layers, config.model.name
-    if layers in (None, "all"):
+    if selects_all_layers(config):
         return None
     subsets = dict(config.model.layer_subsets or {})
     half = (len(prunable) + 1) // 2

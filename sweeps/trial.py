@@ -26,7 +26,7 @@ from prune_core.checkpoints import copy_atomically
 from prune_core.data import DataBundle, build_data
 from sweeps import tracking
 from sweeps.build import example_batch, make_model, training_options
-from sweeps.config import ConfigError, flatten, layer_names_for
+from sweeps.config import ConfigError, flatten, layer_names_for, selects_all_layers
 from sweeps.console import quiet_libraries
 from sweeps.report import ITERATION_METRICS, violations
 from sweeps.schema import FinetuneSection, RaySection, SweepConfig, SweepContext
@@ -111,7 +111,9 @@ def prune_trial(
         data = build_data(config.data)
     model = make_model(config, data)
     model.load_state_dict(torch.load(context.baseline_path, map_location="cpu", weights_only=True))
-    layer_names = layer_names_for(config, analyze_network(model, example_batch(data)).prunable_layer_names)
+    layer_names = None  # all: compress_network's own trace finds them, so the model is not traced twice
+    if not selects_all_layers(config):
+        layer_names = layer_names_for(config, analyze_network(model, example_batch(data)).prunable_layer_names)
     run_id = _trial_run(config, context, place, params) if writer else None
     workdir = Path(tempfile.mkdtemp(prefix=f"prune-trial-{place.trial_id}-"))
     (workdir / "pruning").mkdir()

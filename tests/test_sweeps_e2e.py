@@ -71,7 +71,7 @@ def test_local_sweep_writes_parent_and_child_runs(tmp_path, local_ray):
     cfg = compose_config(
         *TINY,
         f"output_dir={tmp_path}",
-        "+sweep.grid.prune.learnables_reduction_increment=[0.2,0.4]",
+        "+sweep.grid.prune.layers=[all,late_convs]",  # late_convs: features.3 and features.7 (conf/model/digits_cnn)
         "+sweep.grid.data.max_train_samples=[160,96]",  # 160: the sweep's data set; 96: the trial builds its own
         "finetune.final_fine_tuning_epochs=1",  # one epoch (the default is 2): checked against the batch count below
     )
@@ -80,6 +80,12 @@ def test_local_sweep_writes_parent_and_child_runs(tmp_path, local_ray):
     assert outcome.tracking_uri == uri
     _check_sweep_record(uri, outcome, n_trials=4)
     mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    subset = outcome.table[outcome.table["prune.layers"] == "late_convs"]
+    assert len(subset) == 2
+    for run_id in subset["run_id"]:  # the first conv and its BatchNorm, outside the subset, kept their channels
+        changed = set(client.get_run(run_id).data.tags["pruned_layers"].split(","))
+        assert {"features.3", "features.7"} & changed and not {"features.0", "features.1"} & changed, changed
     for run_id, samples in zip(outcome.table["run_id"], outcome.table["data.max_train_samples"], strict=True):
         table = mlflow.artifacts.load_dict(f"runs:/{run_id}/training_history.json")
         history = pd.DataFrame(table["data"], columns=table["columns"])
