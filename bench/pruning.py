@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +31,7 @@ from prune_core import TaylorPrunableNetwork, TrainingOptions, compress_network
 from prune_core.importance import GROUP_REDUCTIONS
 from prune_core.metrics import learnable_parameters
 from prune_core.train import as_loader, evaluate, resolve_loss, train_network
+from sweeps.baseline import trained_once
 
 Splits = tuple[Any, Any, Any]  # (train, validation, test): Datasets or (inputs, targets) pairs
 BASELINE_CACHE = Path(os.environ.get("TAYLOR_PRUNE_BENCH_CACHE", "~/.cache/taylor-prune/bench")).expanduser()
@@ -166,32 +166,25 @@ def test_accuracy(task: Task, model: nn.Module) -> float:
 def baseline(task: Task, seed: int) -> tuple[dict, float, float]:
     """Trained baseline weights, test accuracy and training seconds for ``seed``.
 
-    Cached in the process and on disk under ``BASELINE_CACHE`` (keyed by :meth:`Task.key`), so
-    the anchor, the ablation and the peer comparison start from the same trained network. The
-    task's ``baseline_seed``, when set, replaces ``seed``.
+    Trained once and cached on disk under ``BASELINE_CACHE`` (keyed by :meth:`Task.key`) by the sweep's
+    mechanism (:func:`sweeps.baseline.trained_once`), and in the process, so the anchor, the ablation and the
+    peer comparison start from the same trained network. The task's ``baseline_seed``, when set, replaces
+    ``seed``.
     """
     seed = seed if task.baseline_seed is None else task.baseline_seed
-    path = BASELINE_CACHE / f"baseline-{task.key()}-seed{seed}.pt"
-    if path.is_file():
-        blob = torch.load(path, weights_only=True)
-        return blob["weights"], blob["test_accuracy"], blob["seconds"]
-    torch.manual_seed(seed)
-    model = task.model()
-    start = time.perf_counter()
-    for learn_rate, epochs in task.baseline_stages:
-        if epochs:
-            train_network(model, task.splits()[0], "crossentropy", training_options(task, seed, learn_rate, epochs))
-    seconds = time.perf_counter() - start
-    blob = {
-        "weights": {k: v.cpu() for k, v in model.state_dict().items()},
-        "test_accuracy": test_accuracy(task, model),
-        "seconds": seconds,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        torch.save(blob, tmp)
-    os.replace(tmp.name, path)
-    return blob["weights"], blob["test_accuracy"], blob["seconds"]
+
+    def train() -> tuple[nn.Module, dict[str, float]]:
+        torch.manual_seed(seed)
+        model = task.model()
+        start = time.perf_counter()
+        for learn_rate, epochs in task.baseline_stages:
+            if epochs:
+                train_network(model, task.splits()[0], "crossentropy", training_options(task, seed, learn_rate, epochs))
+        seconds = time.perf_counter() - start
+        return model, {"test_accuracy": test_accuracy(task, model), "seconds": seconds}
+
+    weights, record, _ = trained_once(BASELINE_CACHE, f"baseline-{task.key()}-seed{seed}", train)
+    return torch.load(weights, weights_only=True), record["test_accuracy"], record["seconds"]
 
 
 def trained_model(task: Task, seed: int) -> nn.Module:

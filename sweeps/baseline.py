@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from prune_core.data import DataBundle
 from prune_core.metrics import learnable_parameters
@@ -41,6 +45,30 @@ def baseline_key(config: SweepConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def trained_once(
+    folder: Path, key: str, train: Callable[[], tuple[nn.Module, dict[str, Any]]]
+) -> tuple[Path, dict[str, Any], bool]:
+    """The weights file and record of the training named ``key`` in ``folder``: ``train()`` gives the trained
+    model and its record (JSON values) the first time, and both are cached as ``<key>.pt`` (state_dict) and
+    ``<key>.json``; later calls, in any process, read them back. Returns (weights file, record, read from cache).
+    Each file is written whole and then renamed, so processes training the same key at once leave valid files."""
+    weights, meta = folder / f"{key}.pt", folder / f"{key}.json"
+    if weights.is_file() and meta.is_file():
+        return weights, json.loads(meta.read_text()), True
+    model, record = train()
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {name: value.cpu() for name, value in model.state_dict().items()}
+    _write_whole(weights, lambda file: torch.save(state, file))
+    _write_whole(meta, lambda file: file.write(json.dumps(record, indent=1).encode()))
+    return weights, record, False
+
+
+def _write_whole(path: Path, write: Callable[[Any], None]) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        write(tmp)
+    os.replace(tmp.name, path)
+
+
 def prepare_baseline(
     config: SweepConfig,
     data: DataBundle,
@@ -52,37 +80,24 @@ def prepare_baseline(
 
     ``on_epoch_end(epoch, mean_loss)`` follows the training (see ``train_network``).
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    key = baseline_key(config)
-    weights, meta = folder / f"{key}.pt", folder / f"{key}.json"
-    if weights.is_file() and meta.is_file():
-        info = json.loads(meta.read_text())
-        return Baseline(weights, info["metrics"], info["learnables"], cached=True)
-    torch.manual_seed(BASELINE_SEED)  # the same weights whatever ran before in this process
-    model = make_model(config, data)
-    options = training_options(config.finetune, data, device, BASELINE_SEED, baseline=True)
-    if config.model.checkpoint:
-        load_weights(model, str(Path(config.model.checkpoint).expanduser()))
-    else:
-        try:
-            train_network(model, data.train, "crossentropy", options, on_epoch_end)
-        except FloatingPointError as err:
-            raise ConfigError(
-                f"the baseline's training diverged ({err}) at finetune.baseline_learn_rate="
-                f"{config.finetune.baseline_learn_rate}; lower it, or give trained weights in model.checkpoint."
-            ) from None
-    metrics = evaluate(
-        model,
-        as_loader(data.val, options, train=False),
-        resolve_loss("crossentropy"),
-        ["accuracy"],
-        options.resolved_device(),
-    )
-    model.cpu()
-    tmp = weights.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(weights)
-    learnables = learnable_parameters(model)
-    record = {"metrics": metrics, "learnables": learnables, "config": asdict(config.model)}
-    meta.write_text(json.dumps(record, indent=1))
-    return Baseline(weights, metrics, learnables, cached=False)
+
+    def train() -> tuple[nn.Module, dict[str, Any]]:
+        torch.manual_seed(BASELINE_SEED)  # the same weights whatever ran before in this process
+        model = make_model(config, data)
+        options = training_options(config.finetune, data, device, BASELINE_SEED, baseline=True)
+        if config.model.checkpoint:
+            load_weights(model, str(Path(config.model.checkpoint).expanduser()))
+        else:
+            try:
+                train_network(model, data.train, "crossentropy", options, on_epoch_end)
+            except FloatingPointError as err:
+                raise ConfigError(
+                    f"the baseline's training diverged ({err}) at finetune.baseline_learn_rate="
+                    f"{config.finetune.baseline_learn_rate}; lower it, or give trained weights in model.checkpoint."
+                ) from None
+        val = as_loader(data.val, options, train=False)
+        metrics = evaluate(model, val, resolve_loss("crossentropy"), ["accuracy"], options.resolved_device())
+        return model, {"metrics": metrics, "learnables": learnable_parameters(model), "config": asdict(config.model)}
+
+    weights, record, cached = trained_once(folder, baseline_key(config), train)
+    return Baseline(weights, record["metrics"], record["learnables"], cached=cached)

@@ -1,5 +1,7 @@
 """The main job and the benchmark scripts run (tiny settings) so they cannot rot."""
 
+import json
+
 import pytest
 import torch
 
@@ -153,7 +155,10 @@ def test_baseline_is_cached_on_disk_per_budget():
     assert accuracy_again == accuracy and all(torch.equal(weights[k], again[k]) for k in weights)
     assert replace(task, baseline_stages=((1e-3, 1),)).key() != task.key()
     assert replace(task, finetune_learn_rate=1e-3, name="other").key() == task.key()  # same baseline
-    assert len(list(pruning.BASELINE_CACHE.glob("baseline-*-seed0.pt"))) == 1
+    (cached,) = pruning.BASELINE_CACHE.glob("baseline-*-seed0.pt")
+    # the sweep's train-once cache: the state_dict, and its record beside it
+    assert json.loads(cached.with_suffix(".json").read_text())["test_accuracy"] == accuracy
+    assert torch.load(cached, weights_only=True).keys() == weights.keys()
 
 
 def test_parallel_runs_give_the_serial_results_in_order():
