@@ -9,6 +9,10 @@ each sweep is measured around ``run_sweep``.
 
     python -m bench.search_vs_grid                      # 3 seeds x 16 trials: bench/results/search_vs_grid.json
     python -m bench.search_vs_grid --smoke              # 1 seed x 4 trials on 160 digits, no report
+    python -m bench.search_vs_grid --learn-rates 0.003 0.03 --arms grid search_seeded --name search_vs_grid_lr
+
+``--learn-rates LOW HIGH`` adds a third axis, ``finetune.initial_learn_rate``: the grid takes LOW and HIGH (and
+the two outer increments, so that it keeps its trial count), the searches sample it log-uniformly between them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -35,16 +40,20 @@ TASK = ["model=mnist1d_cnn", "data=mnist1d"]
 SMOKE_TASK = ["+experiment=debug"]  # the tests' tiny preset: 160 digits, a 2-epoch baseline
 
 
-def grid_overrides(trials: int) -> list[str]:
-    """A grid of ``trials`` points: ``trials / len(INCREMENTS)`` goals evenly over GOALS, times every increment."""
+def grid_overrides(trials: int, learn_rates: tuple[float, float] | None = None) -> list[str]:
+    """A grid of ``trials`` points: ``trials / len(INCREMENTS)`` goals evenly over GOALS, times every increment;
+    with ``learn_rates``, the outer two increments times the two learn rates instead."""
     goals = max(1, trials // len(INCREMENTS))
     values = [round(GOALS[0] + (GOALS[1] - GOALS[0]) * i / max(1, goals - 1), 4) for i in range(goals)]
-    increments = INCREMENTS[: trials // goals]
-    return [
+    increments = INCREMENTS[: trials // goals] if learn_rates is None else (INCREMENTS[0], INCREMENTS[-1])
+    overrides = [
         "sweep=single",
         f"+sweep.grid.prune.learnables_reduction_goal=[{','.join(map(str, values))}]",
         f"+sweep.grid.prune.learnables_reduction_increment=[{','.join(map(str, increments))}]",
     ]
+    if learn_rates is not None:
+        overrides.append(f"+sweep.grid.finetune.initial_learn_rate=[{learn_rates[0]},{learn_rates[1]}]")
+    return overrides
 
 
 ARMS = ("grid", "search", "search_asha", "search_seeded")
@@ -52,8 +61,9 @@ ARMS = ("grid", "search", "search_asha", "search_seeded")
 extreme goals (at the middle increment) before it samples."""
 
 
-def search_overrides(trials: int, arm: str) -> list[str]:
-    """The search over GOALS x INCREMENTS with ``trials`` samples (with ASHA, or seeded, per ``arm``)."""
+def search_overrides(trials: int, arm: str, learn_rates: tuple[float, float] | None = None) -> list[str]:
+    """The search over GOALS x INCREMENTS (x ``learn_rates``, log-uniform) with ``trials`` samples (with ASHA, or
+    seeded, per ``arm``)."""
     space = "sweep.space.prune"
     overrides = [
         "sweep=search",
@@ -62,6 +72,9 @@ def search_overrides(trials: int, arm: str) -> list[str]:
         f"{space}.learnables_reduction_goal.high={GOALS[1]}",
         f"{space}.learnables_reduction_increment.values=[{','.join(map(str, INCREMENTS))}]",
     ]
+    if learn_rates is not None:
+        low, high = learn_rates
+        overrides.append(f"+sweep.space.finetune.initial_learn_rate={{type:loguniform,low:{low},high:{high}}}")
     if arm == "search_asha":
         overrides += ["sweep.scheduler=asha", "sweep.grace_period=2", "sweep.reduction_factor=2"]
     if arm == "search_seeded":
@@ -69,12 +82,17 @@ def search_overrides(trials: int, arm: str) -> list[str]:
             f"+sweep.grid.prune.learnables_reduction_goal=[{GOALS[0]},{GOALS[1]}]",
             f"+sweep.grid.prune.learnables_reduction_increment=[{INCREMENTS[len(INCREMENTS) // 2 - 1]}]",
         ]
+        if learn_rates is not None:  # the middle of the learn rates' log range
+            overrides.append(f"+sweep.grid.finetune.initial_learn_rate=[{round(math.sqrt(low * high), 4)}]")
     return overrides
 
 
-def run_arm(output_dir: Path, task: list[str], seed: int, arm: str, trials: int) -> dict:
+def run_arm(
+    output_dir: Path, task: list[str], seed: int, arm: str, trials: int, learn_rates: tuple[float, float] | None = None
+) -> dict:
     """One sweep; its front, hypervolume, trial points and wall time."""
-    overrides = grid_overrides(trials) if arm == "grid" else search_overrides(trials, arm)
+    search = arm != "grid"
+    overrides = search_overrides(trials, arm, learn_rates) if search else grid_overrides(trials, learn_rates)
     cfg = config(output_dir, *task, *COMMON, *overrides, f"sweep.seeds=[{seed}]", f"name={arm}_seed{seed}")
     start = time.perf_counter()
     outcome = run_sweep(cfg)
@@ -106,6 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--merge", action="store_true", help="keep the report's runs of the other arms")
+    parser.add_argument(
+        "--learn-rates", nargs=2, type=float, metavar=("LOW", "HIGH"), help="also sweep finetune.initial_learn_rate"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.seeds, args.trials = 1, 4
@@ -114,10 +135,16 @@ def main(argv: list[str] | None = None) -> dict:
     runs = []
     with tempfile.TemporaryDirectory(prefix="search-vs-grid-") as folder:
         for seed, arm in itertools.product(range(args.seeds), args.arms):
-            runs.append(run_arm(Path(folder), task, seed, arm, args.trials))
+            runs.append(run_arm(Path(folder), task, seed, arm, args.trials, args.learn_rates))
             print(f"seed {seed} {arm}: hypervolume {runs[-1]['hypervolume']:.4f} in {runs[-1]['seconds']:.0f} s")
     ray.shutdown()
-    results = {"trials_per_sweep": args.trials, "goals": GOALS, "increments": INCREMENTS, "runs": runs}
+    results = {
+        "trials_per_sweep": args.trials,
+        "goals": GOALS,
+        "increments": INCREMENTS,
+        "learn_rates": args.learn_rates,
+        "runs": runs,
+    }
     if args.smoke:
         return results
     if args.merge and (RESULTS / f"{args.name}.json").is_file():
