@@ -226,3 +226,21 @@ def test_search_vs_grid_benchmark_smoke(monkeypatch):
         assert run["failed"] == 0 and run["finished"] + run["stopped"] == 4, run
         assert 0 <= run["hypervolume"] <= 1 and len(run["front"]) <= run["finished"]
     assert arms["grid"]["stopped"] == 0 and arms["search"]["stopped"] == 0
+
+
+def test_search_vs_grid_learn_rate_axis_gives_valid_sweeps_of_equal_trials():
+    from bench.search_vs_grid import TASK, grid_overrides, search_overrides
+    from sweeps.runner import validate
+    from sweeps.schema import SweepConfig
+    from sweeps.space import grid_points
+    from tests.sweep_helpers import compose_config
+
+    grid = compose_config(*TASK, *grid_overrides(16, (0.003, 0.03)))
+    validate(grid)
+    assert len(grid_points(SweepConfig.from_dict(grid).sweep)) == 16
+    assert grid["sweep"]["grid"]["finetune"]["initial_learn_rate"] == [0.003, 0.03]
+    for arm in ("search", "search_seeded"):
+        search = compose_config(*TASK, *search_overrides(16, arm, (0.003, 0.03)))
+        validate(search)
+        entry = search["sweep"]["space"]["finetune"]["initial_learn_rate"]
+        assert entry == {"type": "loguniform", "low": 0.003, "high": 0.03} and search["sweep"]["num_samples"] == 16
