@@ -183,7 +183,7 @@ def baseline(task: Task, seed: int) -> tuple[dict, float, float]:
         seconds = time.perf_counter() - start
         return model, {"test_accuracy": test_accuracy(task, model), "seconds": seconds}
 
-    weights, record, _ = trained_once(BASELINE_CACHE, f"baseline-{task.key()}-seed{seed}", train)
+    weights, record, _ = trained_once(BASELINE_CACHE, f"baseline-seed{seed}-{task.key()}", train)
     return torch.load(weights, weights_only=True), record["test_accuracy"], record["seconds"]
 
 

@@ -83,7 +83,7 @@ def search_overrides(trials: int, arm: str, learn_rates: tuple[float, float] | N
             f"+sweep.grid.prune.learnables_reduction_increment=[{INCREMENTS[len(INCREMENTS) // 2 - 1]}]",
         ]
         if learn_rates is not None:  # the middle of the learn rates' log range
-            overrides.append(f"+sweep.grid.finetune.initial_learn_rate=[{round(math.sqrt(low * high), 4)}]")
+            overrides.append(f"+sweep.grid.finetune.initial_learn_rate=[{math.sqrt(low * high):.4g}]")
     return overrides
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from prune_core.data import DataBundle
 from prune_core.metrics import learnable_parameters
+from prune_core.models.registry import default_width
 from prune_core.train import as_loader, evaluate, resolve_loss, train_network
 from sweeps.build import load_weights, make_model, training_options
 from sweeps.config import ConfigError
@@ -38,7 +39,7 @@ class Baseline:
 def baseline_key(config: SweepConfig) -> str:
     """Hash of everything that determines the baseline weights: model, data and how it is trained."""
     model = {"name": config.model.name, "checkpoint": config.model.checkpoint}
-    if config.model.width is not None:  # the key of a model at its own width is the one it had before model.width
+    if config.model.width not in (None, default_width(config.model.name)):  # at its own width: the key as before
         model["width"] = config.model.width
     training = config.finetune.training_fields(baseline=True)
     blob = json.dumps({"model": model, "data": config.data, "training": training}, sort_keys=True)

@@ -15,8 +15,15 @@ from sweeps.space import SPACE_TYPES, space_entries
 SWEPT_GROUPS = ("prune", "finetune", "data")
 """The config groups a grid axis or a search-space key may set."""
 
-BASELINE_KEYS = ("model.", "data.name", "finetune.baseline_epochs", "finetune.baseline_learn_rate")
-"""Keys (or key prefixes) that define the one baseline every trial of a sweep starts from: not sweepable."""
+BASELINE_KEYS = ("model.", "finetune.baseline_epochs", "finetune.baseline_learn_rate")
+"""Keys (or key prefixes) that would make a trial's network or its training unlike the one baseline every trial
+of a sweep starts from: not sweepable. (The baseline also follows the solver, batch size and schedule keys, at the
+sweep's own values; sweeping those changes the trials' fine-tuning only.)"""
+
+SWEEPABLE_DATA_KEYS = ("data.max_train_samples", "data.max_val_samples", "data.augment")
+"""The ``data`` keys a trial may change: how much of the sweep's own splits it uses, and its augmentation. The
+others (the data set, its split, its input shape) would give trials inputs or validation samples unlike the
+baseline's."""
 
 
 def validate_values(cfg: dict) -> None:
@@ -35,10 +42,11 @@ def validate_values(cfg: dict) -> None:
 def _check_swept_key(cfg: dict, where: str, key: str) -> None:
     """``key`` (a grid axis or a space key, under ``where``) is an existing prune/finetune/data key that does not
     define the sweep's baseline."""
-    if key.startswith(BASELINE_KEYS):
+    if key.startswith(BASELINE_KEYS) or (key.startswith("data.") and key not in SWEEPABLE_DATA_KEYS):
         raise ConfigError(
             f"{where}.{key} is not allowed: a sweep trains one baseline (its model, data set and baseline training) "
-            f"and every trial starts from it, so {key} cannot change between trials; run one sweep per value "
+            f"and every trial starts from it, so {key} cannot change between trials (of the data keys only "
+            f"{', '.join(k.partition('.')[2] for k in SWEEPABLE_DATA_KEYS)} can); run one sweep per value "
             f"(e.g. prune-sweep {key}=<value>)."
         )
     if key.split(".")[0] not in SWEPT_GROUPS:
@@ -51,7 +59,7 @@ def _check_swept_key(cfg: dict, where: str, key: str) -> None:
 
 
 def _check_grid(cfg: dict) -> None:
-    """``sweep.grid``: a non-empty list of values per existing prune/finetune/model/data key, each value allowed."""
+    """``sweep.grid``: a non-empty list of values per sweepable prune/finetune/data key, each value allowed."""
     grid = get_path(cfg, "sweep.grid")
     if not isinstance(grid, dict):
         raise ConfigError(f"sweep.grid={grid!r} is not allowed; use a mapping of config keys to lists of values.")

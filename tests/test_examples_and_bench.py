@@ -155,7 +155,7 @@ def test_baseline_is_cached_on_disk_per_budget():
     assert accuracy_again == accuracy and all(torch.equal(weights[k], again[k]) for k in weights)
     assert replace(task, baseline_stages=((1e-3, 1),)).key() != task.key()
     assert replace(task, finetune_learn_rate=1e-3, name="other").key() == task.key()  # same baseline
-    (cached,) = pruning.BASELINE_CACHE.glob("baseline-*-seed0.pt")
+    (cached,) = pruning.BASELINE_CACHE.glob("baseline-seed0-*.pt")
     # the sweep's train-once cache: the state_dict, and its record beside it
     assert json.loads(cached.with_suffix(".json").read_text())["test_accuracy"] == accuracy
     assert torch.load(cached, weights_only=True).keys() == weights.keys()
@@ -170,7 +170,7 @@ def test_parallel_runs_give_the_serial_results_in_order():
     parallel = pruning.run_all(pruning.oneshot_run, task, cases, jobs=2)
     assert [r["goal"] for r in parallel] == [0.5, 0.3]
     assert parallel == serial
-    assert len(list(pruning.BASELINE_CACHE.glob("baseline-*-seed0.pt"))) == 1  # the workers used the test's cache
+    assert len(list(pruning.BASELINE_CACHE.glob("baseline-seed0-*.pt"))) == 1  # the workers used the test's cache
 
 
 @pytest.mark.parametrize("task", ["mnist1d", "cifar10"])

@@ -56,6 +56,7 @@ def test_default_config_is_a_grid_of_six_valid_trials():
         ("+sweep.grid.model.width=[16,32]", "sweep.grid.model.width is not allowed: a sweep trains one baseline"),
         ("+sweep.grid.finetune.baseline_epochs=[1,2]", "finetune.baseline_epochs cannot change between trials"),
         ("+sweep.grid.data.name=[digits,mnist1d]", "sweep.grid.data.name is not allowed"),
+        ("+sweep.grid.data.split_seed=[0,1]", "of the data keys only max_train_samples, max_val_samples, augment can"),
         ("sweep=single prune.layers=middle_convs", "prune.layers"),
         ("sweep=single prune.layers=[features.0,features.99]", "prune.layers"),
         ("tracking.uri=file:///tmp/mlruns", "tracking.uri"),
@@ -195,6 +196,7 @@ def test_baseline_key_covers_only_what_trains_the_baseline():
     overrides = ("finetune.baseline_epochs=2", "finetune.learn_rate_schedule=piecewise", "data.name=mnist1d")
     for override in (*overrides, "model.width=16"):
         assert baseline_key(typed_config(override)) != key, override
+    assert baseline_key(typed_config("model.width=32")) == key  # digits_cnn's own width: the same network
 
 
 REQUIRED = {"data=imagefolder": ["data.root=photos", "data.val_fraction=0.1"]}

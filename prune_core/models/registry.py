@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,11 @@ def check_model_name(label: str, name: Any) -> None:
         f"{label}={name!r} is not a known model; {hint}built-in models: {', '.join(BUILTIN_MODELS)}; or any "
         "torchvision classification model, e.g. resnet18, mobilenet_v2 (all: prune_core.models.model_names())."
     )
+
+
+def default_width(name: str) -> int | None:
+    """The width :func:`build_model` gives ``name`` when none is asked for (``None``: a fixed-width model)."""
+    return inspect.signature(BUILTIN_MODELS[name]).parameters["width"].default if name in WIDTH_MODELS else None
 
 
 def check_width(label: str, name: str, width: int | None) -> None:
