@@ -52,13 +52,24 @@ def _reported_iterations(sweep_folder: Path) -> list[int]:
         return [int(float(row["pruning_iteration"])) for row in csv.DictReader(f) if row["pruning_iteration"]]
 
 
-def _reported_so_far(tmp_path: Path) -> list[int]:
-    folders = list(tmp_path.glob("digits_default/*/"))
-    return _reported_iterations(folders[0]) if folders and list(folders[0].glob("ray/tune/*/progress.csv")) else []
-
-
 def _trial_checkpoints(tmp_path: Path) -> list[Path]:
     return list(tmp_path.glob(f"digits_default/*/{TRIAL_CHECKPOINTS}/*.pt"))
+
+
+def _checkpointed_iterations(tmp_path: Path) -> int:
+    """Pruning iterations the running trial has logged to MLflow and checkpointed since: it logs an iteration
+    right after Tune received it, then copies its checkpoint. (Tune's progress.csv is written in bursts,
+    seconds late: a trial seen at its second iteration there may already be done.)"""
+    uri, checkpoints = f"sqlite:///{tmp_path}/mlflow.db", _trial_checkpoints(tmp_path)
+    if not checkpoints:
+        return 0
+    try:
+        saved_ms = checkpoints[0].stat().st_mtime * 1000
+        runs = trial_runs(uri)
+        history = MlflowClient(uri).get_metric_history(runs[0].info.run_id, "learnables") if runs else []
+    except Exception:  # noqa: BLE001 - a poll that met a write in progress (or a checkpoint being replaced): poll again
+        return 0
+    return sum(1 for metric in history if metric.step > 0 and metric.timestamp <= saved_ms)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -69,12 +80,11 @@ def test_killed_trial_resumes_from_its_last_checkpoint_in_the_same_run(tmp_path,
     can be missing there (the restarted trial resumes after it)."""
     args = [*SLOW_TRIAL, "ray.max_failures=2", f"ray.workers_per_trial={workers}"]
     driver = start_sweep(*args, f"output_dir={tmp_path}", cwd=tmp_path)
-    # an iteration's checkpoint replaces the trial's last one right after Tune received the iteration
-    wait_for(lambda: len(_reported_so_far(tmp_path)) >= 2, driver, "second reported pruning iteration")
+    wait_for(lambda: _checkpointed_iterations(tmp_path) >= 2, driver, "second checkpointed pruning iteration")
     process = "ray::ImplicitFunc" if workers == 1 else "ray::RayTrainWorker"
     found = subprocess.run(["pgrep", "-f", process], capture_output=True, text=True).stdout.split()
     assert len(found) == workers, found
-    killed_after = _reported_so_far(tmp_path)[-1]
+    killed_after = _checkpointed_iterations(tmp_path)
     os.kill(int(found[-1]), signal.SIGKILL)
     assert driver.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     assert not _trial_checkpoints(tmp_path)  # removed once every trial had finished
