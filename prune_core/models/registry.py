@@ -20,8 +20,9 @@ BUILTIN_MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-WIDTH_MODELS = ("digits_cnn", "mnist1d_cnn")
-"""Built-in models whose ``width`` (channels of the first conv; the later ones have twice as many) can be set."""
+WIDTH_MODELS = tuple(name for name, build in BUILTIN_MODELS.items() if "width" in inspect.signature(build).parameters)
+"""Built-in models whose ``width`` (channels of the first conv; the later ones have twice as many) can be set: the
+ones whose builder takes it."""
 
 
 def torchvision_model_names() -> list[str]:
