@@ -10,9 +10,12 @@ each sweep is measured around ``run_sweep``.
     python -m bench.search_vs_grid                      # 3 seeds x 16 trials: bench/results/search_vs_grid.json
     python -m bench.search_vs_grid --smoke              # 1 seed x 4 trials on 160 digits, no report
     python -m bench.search_vs_grid --learn-rates 0.003 0.03 --arms grid search_seeded --name search_vs_grid_lr
+    python -m bench.search_vs_grid --goals 0.5 0.99 --arms grid search search_seeded --name search_vs_grid_099
 
-``--learn-rates LOW HIGH`` adds a third axis, ``finetune.initial_learn_rate``: the grid takes LOW and HIGH (and
-the two outer increments, so that it keeps its trial count), the searches sample it log-uniformly between them.
+``--goals LOW HIGH`` sets the reduction goals' range (0.5 to 0.95 unless given; ``conf/sweep/search.yaml`` ships
+0.5 to 0.99). ``--learn-rates LOW HIGH`` adds a third axis, ``finetune.initial_learn_rate``: the grid takes LOW and
+HIGH (and the two outer increments, so that it keeps its trial count), the searches sample it log-uniformly between
+them.
 """
 
 from __future__ import annotations
@@ -33,18 +36,23 @@ from bench.sweep_overhead import config
 from sweeps.runner import run_sweep
 
 GOALS = (0.5, 0.95)
-"""The reduction goals both arms cover: the grid spreads its points evenly over them, the search samples them."""
+"""The reduction goals both arms cover unless ``--goals`` says otherwise: the grid spreads its points evenly over
+them, the search samples them."""
 INCREMENTS = (0.1, 0.2, 0.3, 0.4)
 COMMON = ["ray.max_concurrent_trials=2", "tracking.log_models=false"]
 TASK = ["model=mnist1d_cnn", "data=mnist1d"]
 SMOKE_TASK = ["+experiment=debug"]  # the tests' tiny preset: 160 digits, a 2-epoch baseline
 
 
-def grid_overrides(trials: int, learn_rates: tuple[float, float] | None = None) -> list[str]:
-    """A grid of ``trials`` points: ``trials / len(INCREMENTS)`` goals evenly over GOALS, times every increment;
-    with ``learn_rates``, the outer two increments times the two learn rates instead."""
+Range = tuple[float, float]
+
+
+def grid_overrides(trials: int, learn_rates: Range | None = None, goal_range: Range = GOALS) -> list[str]:
+    """A grid of ``trials`` points: ``trials / len(INCREMENTS)`` goals evenly over ``goal_range``, times every
+    increment; with ``learn_rates``, the outer two increments times the two learn rates instead."""
     goals = max(1, trials // len(INCREMENTS))
-    values = [round(GOALS[0] + (GOALS[1] - GOALS[0]) * i / max(1, goals - 1), 4) for i in range(goals)]
+    low, high = goal_range
+    values = [round(low + (high - low) * i / max(1, goals - 1), 4) for i in range(goals)]
     increments = INCREMENTS[: trials // goals] if learn_rates is None else (INCREMENTS[0], INCREMENTS[-1])
     overrides = [
         "sweep=single",
@@ -61,15 +69,15 @@ ARMS = ("grid", "search", "search_asha", "search_seeded")
 extreme goals (at the middle increment) before it samples."""
 
 
-def search_overrides(trials: int, arm: str, learn_rates: tuple[float, float] | None = None) -> list[str]:
-    """The search over GOALS x INCREMENTS (x ``learn_rates``, log-uniform) with ``trials`` samples (with ASHA, or
-    seeded, per ``arm``)."""
+def search_overrides(trials: int, arm: str, learn_rates: Range | None = None, goal_range: Range = GOALS) -> list[str]:
+    """The search over ``goal_range`` x INCREMENTS (x ``learn_rates``, log-uniform) with ``trials`` samples (with
+    ASHA, or seeded, per ``arm``)."""
     space = "sweep.space.prune"
     overrides = [
         "sweep=search",
         f"sweep.num_samples={trials}",
-        f"{space}.learnables_reduction_goal.low={GOALS[0]}",
-        f"{space}.learnables_reduction_goal.high={GOALS[1]}",
+        f"{space}.learnables_reduction_goal.low={goal_range[0]}",
+        f"{space}.learnables_reduction_goal.high={goal_range[1]}",
         f"{space}.learnables_reduction_increment.values=[{','.join(map(str, INCREMENTS))}]",
     ]
     if learn_rates is not None:
@@ -79,7 +87,7 @@ def search_overrides(trials: int, arm: str, learn_rates: tuple[float, float] | N
         overrides += ["sweep.scheduler=asha", "sweep.grace_period=2", "sweep.reduction_factor=2"]
     if arm == "search_seeded":
         overrides += [
-            f"+sweep.grid.prune.learnables_reduction_goal=[{GOALS[0]},{GOALS[1]}]",
+            f"+sweep.grid.prune.learnables_reduction_goal=[{goal_range[0]},{goal_range[1]}]",
             f"+sweep.grid.prune.learnables_reduction_increment=[{INCREMENTS[len(INCREMENTS) // 2 - 1]}]",
         ]
         if learn_rates is not None:  # the middle of the learn rates' log range
@@ -87,12 +95,10 @@ def search_overrides(trials: int, arm: str, learn_rates: tuple[float, float] | N
     return overrides
 
 
-def run_arm(
-    output_dir: Path, task: list[str], seed: int, arm: str, trials: int, learn_rates: tuple[float, float] | None = None
-) -> dict:
+def run_arm(output_dir: Path, task: list[str], seed: int, arm: str, trials: int, args: argparse.Namespace) -> dict:
     """One sweep; its front, hypervolume, trial points and wall time."""
-    search = arm != "grid"
-    overrides = search_overrides(trials, arm, learn_rates) if search else grid_overrides(trials, learn_rates)
+    ranges = (args.learn_rates, tuple(args.goals))
+    overrides = grid_overrides(trials, *ranges) if arm == "grid" else search_overrides(trials, arm, *ranges)
     cfg = config(output_dir, *task, *COMMON, *overrides, f"sweep.seeds=[{seed}]", f"name={arm}_seed{seed}")
     start = time.perf_counter()
     outcome = run_sweep(cfg)
@@ -127,6 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--learn-rates", nargs=2, type=float, metavar=("LOW", "HIGH"), help="also sweep finetune.initial_learn_rate"
     )
+    parser.add_argument(
+        "--goals", nargs=2, type=float, metavar=("LOW", "HIGH"), default=GOALS, help="the reduction goals' range"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.seeds, args.trials = 1, 4
@@ -135,12 +144,12 @@ def main(argv: list[str] | None = None) -> dict:
     runs = []
     with tempfile.TemporaryDirectory(prefix="search-vs-grid-") as folder:
         for seed, arm in itertools.product(range(args.seeds), args.arms):
-            runs.append(run_arm(Path(folder), task, seed, arm, args.trials, args.learn_rates))
+            runs.append(run_arm(Path(folder), task, seed, arm, args.trials, args))
             print(f"seed {seed} {arm}: hypervolume {runs[-1]['hypervolume']:.4f} in {runs[-1]['seconds']:.0f} s")
     ray.shutdown()
     results = {
         "trials_per_sweep": args.trials,
-        "goals": GOALS,
+        "goals": list(args.goals),
         "increments": INCREMENTS,
         "learn_rates": args.learn_rates,
         "runs": runs,

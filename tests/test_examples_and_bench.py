@@ -244,3 +244,18 @@ def test_search_vs_grid_learn_rate_axis_gives_valid_sweeps_of_equal_trials():
         validate(search)
         entry = search["sweep"]["space"]["finetune"]["initial_learn_rate"]
         assert entry == {"type": "loguniform", "low": 0.003, "high": 0.03} and search["sweep"]["num_samples"] == 16
+
+
+def test_search_vs_grid_goal_range_reaches_both_arms():
+    from bench.search_vs_grid import TASK, grid_overrides, search_overrides
+    from sweeps.runner import validate
+    from tests.sweep_helpers import compose_config
+
+    grid = compose_config(*TASK, *grid_overrides(16, None, (0.5, 0.99)))
+    validate(grid)
+    assert grid["sweep"]["grid"]["prune"]["learnables_reduction_goal"] == [0.5, 0.6633, 0.8267, 0.99]
+    seeded = compose_config(*TASK, *search_overrides(16, "search_seeded", None, (0.5, 0.99)))
+    validate(seeded)
+    goal = seeded["sweep"]["space"]["prune"]["learnables_reduction_goal"]
+    assert (goal["low"], goal["high"]) == (0.5, 0.99)
+    assert seeded["sweep"]["grid"]["prune"]["learnables_reduction_goal"] == [0.5, 0.99]
