@@ -1,4 +1,4 @@
-"""Sweep orchestration cost and concurrency: the embedded default sweep (8 trials) run with 2
+"""Sweep orchestration cost and concurrency: the embedded default sweep (6 trials) run with 2
 concurrent trials and with 1, on the same machine, one after the other.
 
 Orchestration cost per trial = (sweep wall time x concurrent trials - time spent inside
